@@ -1,0 +1,76 @@
+"""tamt: find lottery tickets in pre-trained BERT-family encoders.
+
+``import tamt`` stays light (no transformers, datasets or triton import): the
+public names below are resolved lazily on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+# The Triton kernels live in the top-level ``kernels/`` folder (design card).
+# An installed wheel ships them as ``tamt/kernels``; when tamt runs from a
+# checkout (PYTHONPATH=.) we point ``tamt.kernels`` at that folder instead.
+_here = Path(__file__).resolve().parent
+if not (_here / "kernels").is_dir() and (_here.parent / "kernels" / "__init__.py").is_file():
+    import importlib.util
+    import sys
+
+    if "tamt.kernels" not in sys.modules:
+        try:
+            _spec = importlib.util.find_spec("tamt.kernels")
+        except ImportError:
+            _spec = None
+        if _spec is None:
+            _spec = importlib.util.spec_from_file_location(
+                "tamt.kernels",
+                _here.parent / "kernels" / "__init__.py",
+                submodule_search_locations=[str(_here.parent / "kernels")],
+            )
+            _mod = importlib.util.module_from_spec(_spec)
+            sys.modules["tamt.kernels"] = _mod
+            _spec.loader.exec_module(_mod)
+
+# name -> module that defines it
+_LAZY = {
+    "ops": "tamt.ops",
+    "nn": "tamt.nn",
+    "set_backend": "tamt.ops",
+    "get_backend": "tamt.ops",
+    "MaskedLinear": "tamt.nn",
+    "MaskedEmbedding": "tamt.nn",
+    "patch_model": "tamt.nn",
+    "unpatch_model": "tamt.nn",
+    "sparsity_report": "tamt.nn",
+    "update_thresholds": "tamt.nn",
+    "save_mask": "tamt.masks",
+    "load_mask": "tamt.masks",
+    "apply_mask": "tamt.masks",
+    "MaskFile": "tamt.masks",
+    "search": "tamt.pruning",
+    "Searcher": "tamt.pruning",
+    "SearchConfig": "tamt.pruning",
+    "SearchResult": "tamt.pruning",
+    "evaluate_pretraining": "tamt.pruning",
+    "finetune": "tamt.finetune",
+    "FinetuneConfig": "tamt.finetune",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    try:
+        modname = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'tamt' has no attribute {name!r}") from None
+    mod = importlib.import_module(modname)
+    value = mod if modname == f"tamt.{name}" else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)
