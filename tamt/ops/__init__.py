@@ -1,0 +1,28 @@
+"""Public ops of tamt (a contract: other parts and external checks call them).
+
+- ``masked_linear(x, weight, bias=None, *, scores=None, threshold=None, mask=None)``
+- ``masked_embedding(ids, weight, *, scores=None, threshold=None, mask=None, padding_idx=None)``
+- ``topk_threshold(scores, sparsity)`` / ``topk_thresholds(list_of_scores, sparsities)``
+- ``pack_mask(bool_tensor)`` / ``unpack_mask(packed, shape)``
+
+Backends: see ``tamt.ops._backend`` (``set_backend``, ``use_backend``, env
+``TAMT_BACKEND``).  Plain PyTorch references live in ``tamt.ops.reference``.
+"""
+from ._backend import BACKENDS, get_backend, set_backend, use_backend
+from .masked_embedding import masked_embedding
+from .masked_linear import masked_linear
+from .packing import pack_mask, unpack_mask
+from .thresholds import topk_threshold, topk_thresholds
+
+__all__ = [
+    "BACKENDS",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "masked_linear",
+    "masked_embedding",
+    "topk_threshold",
+    "topk_thresholds",
+    "pack_mask",
+    "unpack_mask",
+]

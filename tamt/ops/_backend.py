@@ -1,0 +1,157 @@
+"""Backend selection for the tamt ops.
+
+Backends:
+  ``torch``  - the plain PyTorch reference (test oracle and fallback; the
+               "unfused" path: W*M is materialised, then F.linear).
+  ``triton`` - the fused Triton kernels in ``kernels/`` (``tamt.kernels``); on
+               CPU tensors only under ``TRITON_INTERPRET=1`` (how CI runs them).
+  ``native`` - the compiled extension ``tamt._C`` (``csrc/``), see
+               ``tamt._native``.
+  ``auto``   - per op and device, the fastest available backend as measured by
+               the benchmarks (table ``_AUTO_PREFERENCE`` below).
+
+The choice comes from, in order: ``set_backend()`` / ``use_backend()`` in
+Python, the ``TAMT_BACKEND`` environment variable, else ``auto``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import os
+import threading
+import warnings
+
+BACKENDS = ("auto", "triton", "native", "torch")
+
+_state = threading.local()
+
+# Which backend ``auto`` picks, per (op family, device type), first available
+# wins.  Decided from measurements (benchmarks/results/):
+# - masked GEMMs on CUDA: the fused Triton kernels avoid the W*M round trip;
+#   on CPU Triton only runs in the (slow) interpreter and there is no native
+#   GEMM, so PyTorch's GEMM wins.
+# - threshold selection: the native radix select (one pass over all matrices)
+#   beats per-matrix kthvalue on CPU and CUDA; Triton's version next on CUDA.
+_AUTO_PREFERENCE = {
+    ("gemm", "cuda"): ("triton", "torch"),
+    ("gemm", "cpu"): ("torch",),
+    ("select", "cuda"): ("native", "triton", "torch"),
+    ("select", "cpu"): ("native", "torch"),
+    ("pack", "cuda"): ("native", "torch"),
+    ("pack", "cpu"): ("native", "torch"),
+}
+
+
+def _validate(name: str) -> str:
+    name = (name or "auto").strip().lower()
+    if name not in BACKENDS:
+        raise ValueError(
+            f"unknown tamt backend {name!r}; choose one of {', '.join(BACKENDS)} "
+            "(set it with tamt.set_backend(...) or the TAMT_BACKEND environment variable)"
+        )
+    return name
+
+
+def set_backend(name: str) -> None:
+    """Set the backend for this thread: 'auto', 'triton', 'native' or 'torch'."""
+    _state.backend = _validate(name)
+
+
+def get_backend() -> str:
+    """The requested backend (before resolving 'auto')."""
+    explicit = getattr(_state, "backend", None)
+    if explicit is not None:
+        return explicit
+    return _validate(os.environ.get("TAMT_BACKEND", "auto"))
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager: ``with tamt.ops.use_backend('torch'): ...``."""
+    previous = getattr(_state, "backend", None)
+    _state.backend = _validate(name)
+    try:
+        yield
+    finally:
+        _state.backend = previous
+
+
+def triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> str | None:
+    try:
+        importlib.import_module("tamt.kernels")
+        importlib.import_module("triton")
+    except Exception as exc:  # ImportError, or a broken triton install
+        return f"cannot import the Triton kernels ({type(exc).__name__}: {exc}); install triton (pip install 'tamt[triton]')"
+    return None
+
+
+def triton_unavailable_reason(device_type: str) -> str | None:
+    err = _triton_import_error()
+    if err:
+        return err
+    if device_type != "cuda" and not triton_interpreting():
+        return (
+            f"Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 (set before importing tamt) "
+            f"to run them on {device_type} tensors in the interpreter"
+        )
+    return None
+
+
+def native_unavailable_reason(device_type: str) -> str | None:
+    try:
+        from tamt import _native
+    except Exception as exc:  # pragma: no cover - module is pure python
+        return f"tamt._native failed to import: {exc}"
+    if not _native.available():
+        return _native.unavailable_reason() or "the native extension tamt._C is not built (bash scripts/build_native.sh)"
+    if device_type == "cuda" and not getattr(_native, "has_cuda", lambda: False)():
+        return "tamt._C was built without CUDA kernels (rebuild on a machine with a CUDA torch and nvcc)"
+    return None
+
+
+def unavailable_reason(backend: str, device_type: str) -> str | None:
+    if backend == "torch":
+        return None
+    if backend == "triton":
+        return triton_unavailable_reason(device_type)
+    if backend == "native":
+        return native_unavailable_reason(device_type)
+    raise ValueError(backend)
+
+
+_warned: set = set()
+
+
+def resolve(family: str, device_type: str, supported: tuple[str, ...]) -> str:
+    """The concrete backend for one call.
+
+    ``supported`` lists the backends that implement this op.  An explicitly
+    requested backend that is unavailable raises; one that does not implement
+    the op falls back to ``torch`` with a one-time warning.
+    """
+    requested = get_backend()
+    if requested == "auto":
+        order = _AUTO_PREFERENCE.get((family, device_type), ("torch",))
+        for name in order:
+            if name in supported and unavailable_reason(name, device_type) is None:
+                return name
+        return "torch"
+    if requested not in supported:
+        key = (requested, family)
+        if key not in _warned:
+            _warned.add(key)
+            warnings.warn(
+                f"tamt backend {requested!r} has no {family} kernel; using the torch reference for it",
+                stacklevel=3,
+            )
+        return "torch"
+    reason = unavailable_reason(requested, device_type)
+    if reason is not None:
+        raise RuntimeError(f"tamt backend {requested!r} is not available on {device_type}: {reason}")
+    return requested
