@@ -1,0 +1,71 @@
+"""Command line: ``tamt <command> --help``.
+
+Thin by design: each command module parses its arguments and calls the
+Python API.  Command modules register themselves in ``COMMANDS``; a module
+whose optional dependencies are missing is reported, not hidden.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# (module, one-line help) - each module defines ``register(subparsers)``.
+COMMANDS = [
+    ("tamt.cli.demo", "demo: the whole TAMT story offline on the embedded default"),
+    ("tamt.cli.search", "search / eval-pretrain: find subnetworks (TAMT, IMP, OMP, random)"),
+    ("tamt.cli.finetune", "finetune / sweep: downstream transfer of subnetworks"),
+    ("tamt.cli.masks", "info / compare-masks: inspect mask files"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tamt",
+        description=(
+            "tamt: find lottery tickets (sparse subnetworks) in pre-trained BERT-family encoders by "
+            "task-agnostic mask training (TAMT), and compare them with IMP, OMP and random pruning."
+        ),
+        epilog="Run 'tamt <command> --help' for each command's options.",
+    )
+    parser.add_argument("--backend", choices=["auto", "triton", "native", "torch"], default=None,
+                        help="kernel backend for the masked ops (default: $TAMT_BACKEND or auto)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for modname, _ in COMMANDS:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("tamt.cli."):
+                continue  # command not part of this build yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.backend:
+        from tamt.ops import set_backend
+
+        set_backend(args.backend)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command with --resume to continue where it stopped", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, TypeError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        print(f"tamt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

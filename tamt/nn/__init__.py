@@ -1,0 +1,21 @@
+"""The thin module layer: masked modules and patching of Hugging Face encoders."""
+from .families import ROLES, role_of
+from .modules import MaskedEmbedding, MaskedLinear
+from .patching import (
+    SparsityReport,
+    base_model,
+    get_masks,
+    masked_modules,
+    patch_model,
+    set_masks,
+    sparsity_report,
+    unpatch_model,
+    update_thresholds,
+)
+from .scores import SCORE_INITS, init_scores, magnitude_mask, random_mask
+
+__all__ = [
+    "ROLES", "role_of", "MaskedLinear", "MaskedEmbedding", "SparsityReport", "base_model", "get_masks",
+    "masked_modules", "patch_model", "set_masks", "sparsity_report", "unpatch_model", "update_thresholds",
+    "SCORE_INITS", "init_scores", "magnitude_mask", "random_mask",
+]

@@ -1,0 +1,183 @@
+"""MaskedLinear and MaskedEmbedding: a frozen weight, a mask, and how to learn it.
+
+Modes:
+  ``search`` - the mask is M = scores > threshold; ``scores`` is a trainable
+               parameter (straight-through gradients), the weight is frozen
+               unless the caller unfreezes it (IMP trains weights).
+  ``fixed``  - a boolean ``mask`` buffer; the surviving weights may train
+               (fine-tuning) and pruned ones get zero gradient and stay zero
+               in the forward pass.
+The threshold is a buffer updated for all layers at once by
+``tamt.nn.update_thresholds`` (one segmented top-k call per step).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from tamt import ops
+from tamt.ops._common import check_sparsity
+
+from .scores import init_scores
+
+MODES = ("search", "fixed")
+
+
+class _MaskedMixin:
+    """State and mask bookkeeping shared by the two masked module types."""
+
+    weight: nn.Parameter
+    scores: nn.Parameter | None
+    mask: Tensor | None
+    threshold: Tensor
+    sparsity: float
+    mode: str
+    role: str
+
+    def _init_mask_state(self, sparsity: float, role: str) -> None:
+        check_sparsity(sparsity)
+        self.sparsity = float(sparsity)
+        self.role = role
+        self.mode = "fixed"
+        self.scores = None
+        self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
+        self.register_buffer("threshold", torch.tensor(float("-inf"), device=self.weight.device))
+
+    # -- switching modes ---------------------------------------------------
+    def start_search(
+        self, sparsity: float | None = None, *, init: str | Tensor = "omp", t0: float = 0.01,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Enter search mode with fresh scores (frozen weight)."""
+        if sparsity is not None:
+            check_sparsity(sparsity)
+            self.sparsity = float(sparsity)
+        if isinstance(init, Tensor):
+            if init.shape != self.weight.shape:
+                raise ValueError(f"scores of shape {tuple(init.shape)} for a weight of shape {tuple(self.weight.shape)}")
+            s = init.detach().to(device=self.weight.device, dtype=torch.float32).clone()
+        else:
+            s = init_scores(self.weight, self.sparsity, init, t0=t0, generator=generator)
+        self.scores = nn.Parameter(s)
+        self.mask = None
+        self.mode = "search"
+        self.weight.requires_grad_(False)
+        self.refresh_threshold()
+
+    def refresh_threshold(self) -> None:
+        """Exact top-k threshold of this module alone (see update_thresholds for all)."""
+        if self.mode != "search":
+            raise RuntimeError("refresh_threshold: module is not in search mode")
+        self.threshold = ops.topk_threshold(self.scores.detach(), self.sparsity).to(self.weight.device)
+
+    def set_mask(self, mask: Tensor) -> None:
+        """Fix the mask (bool tensor of the weight's shape, or a bit-packed one)."""
+        if mask.dim() == 1 and mask.dtype == torch.uint8:
+            mask = ops.unpack_mask(mask, self.weight.shape)
+        if mask.shape != self.weight.shape:
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not fit weight {tuple(self.weight.shape)} "
+                "(is this mask for another model?)"
+            )
+        self.mask = mask.to(device=self.weight.device, dtype=torch.bool).clone()
+        self.scores = None
+        self.mode = "fixed"
+
+    def freeze_mask(self) -> Tensor:
+        """Leave search mode keeping the current binary mask; returns it."""
+        m = self.current_mask()
+        self.set_mask(m)
+        return m
+
+    def current_mask(self) -> Tensor:
+        if self.mode == "search":
+            return (self.scores.detach() > self.threshold).clone()
+        return self.mask
+
+    def masked_weight(self) -> Tensor:
+        return self.weight.detach() * self.current_mask().to(self.weight.dtype)
+
+    def _mask_kwargs(self) -> dict:
+        if self.mode == "search":
+            return {"scores": self.scores, "threshold": self.threshold}
+        return {"mask": self.mask}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, role={self.role}, mode={self.mode}, sparsity={self.sparsity}"
+
+
+class MaskedLinear(_MaskedMixin, nn.Linear):
+    """A ``nn.Linear`` whose weight is multiplied by a binary mask."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, sparsity: float = 0.0,
+                 role: str = "linear", device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self._init_mask_state(sparsity, role)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, sparsity: float = 0.0, *, mode: str = "fixed", role: str = "linear",
+                    init: str | Tensor = "omp", t0: float = 0.01, generator=None) -> "MaskedLinear":
+        """Wrap an existing ``nn.Linear`` sharing its Parameters (no copy)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = linear.in_features, linear.out_features
+        new.weight = linear.weight
+        new.bias = linear.bias
+        new._init_mask_state(sparsity, role)
+        if mode == "search":
+            new.start_search(init=init, t0=t0, generator=generator)
+        return new
+
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with W*M baked in (new tensors; this module is untouched)."""
+        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                        device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            out.weight.copy_(self.masked_weight())
+            if self.bias is not None:
+                out.bias.copy_(self.bias)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.masked_linear(x, self.weight, self.bias, **self._mask_kwargs())
+
+
+class MaskedEmbedding(_MaskedMixin, nn.Embedding):
+    """A ``nn.Embedding`` (word embeddings) whose table is multiplied by a binary mask."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, *,
+                 sparsity: float = 0.0, role: str = "word_embeddings", device=None, dtype=None):
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, device=device, dtype=dtype)
+        self._init_mask_state(sparsity, role)
+
+    @classmethod
+    def from_embedding(cls, emb: nn.Embedding, sparsity: float = 0.0, *, mode: str = "fixed",
+                       role: str = "word_embeddings", init: str | Tensor = "omp", t0: float = 0.01,
+                       generator=None) -> "MaskedEmbedding":
+        """Wrap an existing ``nn.Embedding`` sharing its weight (a tied decoder stays tied)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if emb.max_norm is not None or emb.sparse:
+            raise ValueError("MaskedEmbedding does not support max_norm or sparse embeddings")
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.num_embeddings, new.embedding_dim = emb.num_embeddings, emb.embedding_dim
+        new.padding_idx = emb.padding_idx
+        new.max_norm, new.norm_type, new.scale_grad_by_freq, new.sparse = None, 2.0, emb.scale_grad_by_freq, False
+        new.weight = emb.weight
+        new._init_mask_state(sparsity, role)
+        if mode == "search":
+            new.start_search(init=init, t0=t0, generator=generator)
+        return new
+
+    def to_embedding(self) -> nn.Embedding:
+        out = nn.Embedding(self.num_embeddings, self.embedding_dim, padding_idx=self.padding_idx,
+                           device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            out.weight.copy_(self.masked_weight())
+        return out
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return ops.masked_embedding(ids, self.weight, padding_idx=self.padding_idx, **self._mask_kwargs())
