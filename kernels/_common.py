@@ -1,0 +1,218 @@
+"""Shared pieces of the masked-GEMM kernels: mask-argument handling, the
+masked W-tile load (a ``triton.jit`` helper inlined into every GEMM), the
+GROUP_M tile swizzle and the autotune config lists.
+
+Mask forms (exactly one is given):
+  * search mode: ``scores`` (weight's shape, float) and ``threshold`` (0-dim
+    tensor); M = scores > threshold, compared the way torch compares them
+    (the 0-dim threshold is rounded to scores' dtype first),
+  * ``mask``: bool/uint8 tensor of weight's shape (nonzero = keep),
+  * ``packed_mask``: uint8 1-D, ceil(N*K/8) bytes, element i of the row-major
+    flattened [N, K] weight is bit (i & 7) of byte (i >> 3).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+MASK_SCORES = 0
+MASK_DENSE = 1
+MASK_PACKED = 2
+
+_INT32_MAX = 2**31 - 1
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def check_device(*tensors: Tensor) -> None:
+    for t in tensors:
+        if t is not None and not t.is_cuda and not interpreting():
+            raise RuntimeError(
+                "tamt.kernels: Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 set before "
+                "importing triton to run them on CPU tensors"
+            )
+
+
+_TL_DTYPE = {
+    torch.float32: tl.float32,
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+    torch.float64: tl.float64,
+}
+
+
+def acc_dtype(dtype: torch.dtype):
+    """Accumulator type of the GEMMs: fp32, fp64 for fp64 inputs."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def dot_precision(dtype: torch.dtype, input_precision: Optional[str]) -> str:
+    """fp32 GEMMs default to IEEE fp32 (no TF32); ignored for 16-bit inputs."""
+    if input_precision is not None:
+        if input_precision not in ("ieee", "tf32", "tf32x3"):
+            raise ValueError(f"input_precision must be 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
+        return input_precision
+    return "ieee"
+
+
+@dataclass
+class MaskArgs:
+    mode: int
+    scores: Tensor  # scores (search mode) or a dummy pointer
+    threshold: Tensor  # 1-element tensor in scores' dtype, or a dummy
+    bits: Tensor  # uint8 dense or packed mask, or a dummy
+    cmp_dtype: object  # tl dtype used for scores > threshold
+
+
+def resolve_mask(
+    weight: Tensor,
+    scores: Optional[Tensor],
+    threshold,
+    mask: Optional[Tensor],
+    packed_mask: Optional[Tensor],
+) -> MaskArgs:
+    """Validate the mask form and return the kernel arguments for it."""
+    given = [scores is not None, mask is not None, packed_mask is not None]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of scores (+threshold), mask, packed_mask")
+    if threshold is not None and scores is None:
+        raise ValueError("threshold is only meaningful with scores")
+    N, K = weight.shape
+    if scores is not None:
+        if threshold is None:
+            raise ValueError("scores need a threshold")
+        if scores.shape != weight.shape:
+            raise ValueError(f"scores shape {tuple(scores.shape)} != weight shape {tuple(weight.shape)}")
+        if not scores.is_floating_point():
+            raise TypeError(f"scores must be floating point, got {scores.dtype}")
+        scores = scores.contiguous()
+        # torch semantics of `scores > threshold` for a 0-dim threshold: the
+        # threshold is converted to scores' dtype, then compared.
+        if isinstance(threshold, Tensor):
+            if threshold.numel() != 1:
+                raise ValueError("threshold must be a 0-dim (1-element) tensor")
+            thr = threshold.reshape(1).to(device=scores.device, dtype=scores.dtype)
+        else:
+            thr = torch.full((1,), float(threshold), dtype=scores.dtype, device=scores.device)
+        cmp = tl.float64 if scores.dtype == torch.float64 else tl.float32
+        return MaskArgs(MASK_SCORES, scores, thr, weight, cmp)
+    if mask is not None:
+        if mask.shape != weight.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(weight.shape)}")
+        if mask.dtype == torch.bool:
+            mask = mask.contiguous().view(torch.uint8)
+        elif mask.dtype == torch.uint8:
+            mask = mask.contiguous()
+        else:
+            raise TypeError(f"mask must be bool or uint8, got {mask.dtype}")
+        return MaskArgs(MASK_DENSE, weight, weight, mask, tl.float32)
+    if packed_mask.dtype != torch.uint8 or packed_mask.dim() != 1:
+        raise TypeError("packed_mask must be a 1-D uint8 tensor")
+    need = (N * K + 7) // 8
+    if packed_mask.numel() != need:
+        raise ValueError(f"packed_mask has {packed_mask.numel()} bytes, expected ceil({N}*{K}/8) = {need}")
+    return MaskArgs(MASK_PACKED, weight, weight, packed_mask.contiguous(), tl.float32)
+
+
+def mask_reference(weight: Tensor, scores, threshold, mask, packed_mask) -> Tensor:
+    """The boolean keep-mask M as a plain torch tensor (oracle helper)."""
+    if scores is not None:
+        return scores > threshold
+    if mask is not None:
+        return mask.bool()
+    N, K = weight.shape
+    shifts = torch.arange(8, device=packed_mask.device, dtype=torch.uint8)
+    bits = (packed_mask.unsqueeze(1) >> shifts) & 1
+    return bits.reshape(-1)[: N * K].reshape(N, K).bool()
+
+
+def check_int32_indexing(*tensors: Tensor) -> None:
+    for t in tensors:
+        if t is not None and t.numel() > _INT32_MAX:
+            raise ValueError("tensors with more than 2**31-1 elements are not supported by the GEMM kernels")
+
+
+# --------------------------------------------------------------------------
+# Triton helpers
+# --------------------------------------------------------------------------
+@triton.jit
+def load_keep(s_ptr, thr, bits_ptr, idx, inb, MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr):
+    """Boolean keep-mask M[idx] (flat row-major index into [N, K])."""
+    if MASK_MODE == 0:
+        s = tl.load(s_ptr + idx, mask=inb, other=0.0)
+        keep = s.to(CMP_DTYPE) > thr
+    elif MASK_MODE == 1:
+        keep = tl.load(bits_ptr + idx, mask=inb, other=0) != 0
+    else:
+        byte = tl.load(bits_ptr + (idx >> 3), mask=inb, other=0).to(tl.int32)
+        keep = ((byte >> (idx & 7)) & 1) != 0
+    return keep
+
+
+@triton.jit
+def load_masked_w(w_ptr, s_ptr, thr, bits_ptr, idx, inb, MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr):
+    """Load W[idx] with the pruned entries zeroed. ``inb`` is the boundary
+    mask; out-of-bounds entries come back 0."""
+    w = tl.load(w_ptr + idx, mask=inb, other=0.0)
+    keep = load_keep(s_ptr, thr, bits_ptr, idx, inb, MASK_MODE, CMP_DTYPE)
+    return tl.where(keep, w, tl.zeros_like(w))
+
+
+@triton.jit
+def load_threshold(thr_ptr, MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr):
+    if MASK_MODE == 0:
+        thr = tl.load(thr_ptr).to(CMP_DTYPE)
+    else:
+        thr = 0.0
+    return thr
+
+
+@triton.jit
+def swizzle_tile(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """Grouped ordering of output tiles (Triton tutorial 03) for L2 reuse."""
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
+# --------------------------------------------------------------------------
+# Autotune configs
+# --------------------------------------------------------------------------
+def _cfg(bm, bn, bk, warps, stages, group=8):
+    return triton.Config(
+        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group}, num_warps=warps, num_stages=stages
+    )
+
+
+def gemm_configs() -> list:
+    """Configs for a GEMM whose output tile is BLOCK_M x BLOCK_N and whose
+    reduction step is BLOCK_K (each kernel maps these names onto its own
+    dimensions). One small config under the interpreter."""
+    if interpreting():
+        return [_cfg(32, 32, 32, 4, 1, 4)]
+    return [
+        # tensor-core friendly (bf16/fp16) on Ampere/Hopper
+        _cfg(128, 256, 64, 8, 3),
+        _cfg(256, 128, 64, 8, 3),
+        _cfg(128, 128, 64, 8, 4),
+        _cfg(128, 128, 64, 4, 4),
+        _cfg(128, 64, 64, 4, 4),
+        _cfg(64, 128, 64, 4, 4),
+        _cfg(64, 64, 64, 4, 5),
+        # smaller K steps: fp32 (FMA with ieee precision) and small problems
+        _cfg(128, 128, 32, 8, 3),
+        _cfg(64, 128, 32, 4, 4),
+        _cfg(64, 64, 32, 4, 4),
+    ]

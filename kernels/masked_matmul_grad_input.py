@@ -1,0 +1,117 @@
+"""Fused masked linear input gradient: dx = grad_out @ (W * M).
+
+grad_out [M, N], W [N, K] row-major, dx [M, K] in grad_out's dtype. The mask
+is applied while each W tile is loaded, exactly as in the forward kernel.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ._common import (
+    acc_dtype,
+    check_device,
+    check_int32_indexing,
+    dot_precision,
+    gemm_configs,
+    load_masked_w,
+    load_threshold,
+    mask_reference,
+    resolve_mask,
+    swizzle_tile,
+)
+from .masked_matmul import _check_gemm_dtypes
+
+
+# Tile names: BLOCK_M x BLOCK_N is the output tile (rows of dx x columns K of
+# dx); BLOCK_K is the step over the reduction dimension (N of the weight).
+@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "MASK_MODE"])
+@triton.jit
+def _masked_matmul_grad_input_kernel(
+    g_ptr, w_ptr, s_ptr, thr_ptr, bits_ptr, dx_ptr,
+    M, N, K,
+    MASK_MODE: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, CMP_DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pid_m, pid_k = swizzle_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_N), GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_k = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M)
+    rk = tl.max_contiguous(tl.multiple_of(offs_k % K, BLOCK_N), BLOCK_N)
+    rn = tl.arange(0, BLOCK_K)
+    thr = load_threshold(thr_ptr, MASK_MODE, CMP_DTYPE)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for n0 in range(0, N, BLOCK_K):
+        nn = n0 + rn
+        nin = nn < N
+        g = tl.load(g_ptr + rm[:, None] * N + nn[None, :], mask=nin[None, :], other=0.0)
+        # W tile [BLOCK_K (n), BLOCK_N (k)] in its natural layout
+        w_idx = nn[:, None] * K + rk[None, :]
+        w = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, w_idx, nin[:, None], MASK_MODE, CMP_DTYPE)
+        acc = tl.dot(g, w.to(g.dtype), acc, input_precision=DOT_PREC)
+
+    dx = acc.to(dx_ptr.dtype.element_ty)
+    out_mask = (offs_m[:, None] < M) & (offs_k[None, :] < K)
+    tl.store(dx_ptr + offs_m[:, None] * K + offs_k[None, :], dx, mask=out_mask)
+
+
+def masked_matmul_grad_input(
+    grad_out: Tensor,
+    weight: Tensor,
+    *,
+    scores: Optional[Tensor] = None,
+    threshold=None,
+    mask: Optional[Tensor] = None,
+    packed_mask: Optional[Tensor] = None,
+    input_precision: Optional[str] = None,
+) -> Tensor:
+    """dx [M, K] = grad_out [M, N] @ (W*M) [N, K]."""
+    if grad_out.dim() != 2 or weight.dim() != 2 or grad_out.shape[1] != weight.shape[0]:
+        raise ValueError(
+            f"need grad_out [M, N] and weight [N, K], got {tuple(grad_out.shape)} and {tuple(weight.shape)}"
+        )
+    _check_gemm_dtypes(grad_out, weight)
+    M, N = grad_out.shape
+    K = weight.shape[1]
+    margs = resolve_mask(weight, scores, threshold, mask, packed_mask)
+    check_device(grad_out, weight, margs.scores, margs.bits)
+    dx = torch.empty((M, K), dtype=grad_out.dtype, device=grad_out.device)
+    if M == 0 or K == 0:
+        return dx
+    grad_out = grad_out.contiguous()
+    weight = weight.contiguous()
+    check_int32_indexing(grad_out, weight, dx)
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(K, meta["BLOCK_N"]),)
+
+    _masked_matmul_grad_input_kernel[grid](
+        grad_out, weight, margs.scores, margs.threshold, margs.bits, dx,
+        M, N, K,
+        MASK_MODE=margs.mode,
+        ACC_DTYPE=acc_dtype(grad_out.dtype), CMP_DTYPE=margs.cmp_dtype,
+        DOT_PREC=dot_precision(grad_out.dtype, input_precision),
+    )
+    return dx
+
+
+def masked_matmul_grad_input_reference(
+    grad_out: Tensor,
+    weight: Tensor,
+    *,
+    scores: Optional[Tensor] = None,
+    threshold=None,
+    mask: Optional[Tensor] = None,
+    packed_mask: Optional[Tensor] = None,
+) -> Tensor:
+    """Plain PyTorch oracle: grad_out @ (W*M)."""
+    m = mask_reference(weight, scores, threshold, mask, packed_mask)
+    w_eff = torch.where(m, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
+    return grad_out @ w_eff
