@@ -63,7 +63,7 @@ def _seg_hist_kernel(
         bits = v.to(KEY_DTYPE, bitcast=True)
         neg = (bits >> SIGN_SHIFT) != 0
         key = tl.where(neg, ~bits, bits | (1 << SIGN_SHIFT))
-        digit = ((key >> SHIFT) & (NBINS - 1)).to(tl.int32)
+        digit = ((key >> SHIFT) & ((1 << DIGIT_BITS) - 1)).to(tl.int32)
         if not FIRST:
             valid = valid & ((key >> (SHIFT + DIGIT_BITS)) == prefix)
         hist += tl.histogram(digit, NBINS, mask=valid)
