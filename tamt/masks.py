@@ -39,23 +39,32 @@ class MaskFile:
         return 1.0 - kept / total if total else 0.0
 
 
-def fingerprint(model: nn.Module) -> str:
-    """A short hash of the base weights of the target matrices (names, shapes, sampled values).
+def fingerprint(model: nn.Module, names=None) -> str:
+    """A short hash of the base weights of the masked matrices (names, shapes, sampled values).
 
-    Sampling (first 1,024 values plus a stride through the rest) keeps it fast
-    for BERT-large while any other checkpoint changes it with certainty.
+    ``names`` (weight names relative to the base encoder) restricts it to the
+    matrices a mask covers, so a mask found on ``BertForMaskedLM`` (no pooler)
+    matches ``BertForSequenceClassification`` (with pooler) of the same
+    checkpoint.  Sampling (first 1,024 values plus a stride through the rest)
+    keeps it fast for BERT-large while any other checkpoint changes it.
     """
     from tamt.nn import base_model
     from tamt.nn.families import role_of
 
+    base = base_model(model)
+    if names is None:
+        names = [f"{n}.weight" for n, m in base.named_modules() if role_of(n) is not None and hasattr(m, "weight")]
     h = hashlib.sha256()
-    for name, module in base_model(model).named_modules():
-        if role_of(name) is None or not hasattr(module, "weight"):
+    for name in sorted(names):
+        try:
+            weight = base.get_parameter(name)
+        except AttributeError:
+            h.update(f"{name}:missing".encode())
             continue
-        w = module.weight.detach().reshape(-1)
+        w = weight.detach().reshape(-1)
         stride = max(1, w.numel() // 4096)
         sample = torch.cat([w[:1024], w[::stride]]).float().cpu().contiguous()
-        h.update(f"{name}:{tuple(module.weight.shape)}".encode())
+        h.update(f"{name}:{tuple(weight.shape)}".encode())
         h.update(sample.numpy().tobytes())
     return h.hexdigest()[:16]
 
@@ -78,7 +87,7 @@ def save_mask(path: str | os.PathLike, model_or_masks, metadata: dict | None = N
         if not masks:
             raise ValueError("save_mask: the model has no masked modules (patch it with tamt.patch_model first)")
         meta.setdefault("base_model", _model_name(model_or_masks))
-        meta.setdefault("fingerprint", fingerprint(model_or_masks))
+        meta.setdefault("fingerprint", fingerprint(model_or_masks, masks.keys()))
     else:
         masks = dict(model_or_masks)
     for key in _RESERVED:
@@ -150,8 +159,23 @@ def apply_mask(model: nn.Module, mask, *, ignore_fingerprint: bool = False) -> n
         masks = mask.masks
     else:
         recorded, masks = None, dict(mask)
+    from tamt.nn import base_model
+
+    base = base_model(model)
+    for name, m in masks.items():
+        try:
+            weight = base.get_parameter(name)
+        except AttributeError:
+            raise ValueError(
+                f"mask matrix {name!r} does not exist in {type(model).__name__} (is this mask for another model?)"
+            ) from None
+        if m.dim() != 1 and tuple(m.shape) != tuple(weight.shape):
+            raise ValueError(
+                f"mask {name!r} has shape {tuple(m.shape)} but the model's weight has {tuple(weight.shape)} "
+                "(is this mask for another model?)"
+            )
     if recorded and not ignore_fingerprint:
-        actual = fingerprint(model)
+        actual = fingerprint(model, masks.keys())
         if actual != recorded:
             raise ValueError(
                 f"this mask was found on other base weights (fingerprint {recorded}, model has {actual}; "
