@@ -11,27 +11,27 @@ from pathlib import Path
 __version__ = "0.1.0"
 
 # The Triton kernels live in the top-level ``kernels/`` folder (design card).
-# An installed wheel ships them as ``tamt/kernels``; when tamt runs from a
-# checkout (PYTHONPATH=.) we point ``tamt.kernels`` at that folder instead.
+# An installed wheel ships them as ``tamt/kernels`` (pyproject package-dir);
+# when tamt runs from a checkout (PYTHONPATH=.) a finder placed *last* on
+# sys.meta_path resolves ``tamt.kernels`` to that folder, lazily: importing
+# tamt must not import triton.
 _here = Path(__file__).resolve().parent
-if not (_here / "kernels").is_dir() and (_here.parent / "kernels" / "__init__.py").is_file():
+_checkout_kernels = _here.parent / "kernels"
+if (_checkout_kernels / "__init__.py").is_file():
+    import importlib.abc
     import importlib.util
     import sys
 
-    if "tamt.kernels" not in sys.modules:
-        try:
-            _spec = importlib.util.find_spec("tamt.kernels")
-        except ImportError:
-            _spec = None
-        if _spec is None:
-            _spec = importlib.util.spec_from_file_location(
-                "tamt.kernels",
-                _here.parent / "kernels" / "__init__.py",
-                submodule_search_locations=[str(_here.parent / "kernels")],
+    class _CheckoutKernelsFinder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name != "tamt.kernels":
+                return None
+            return importlib.util.spec_from_file_location(
+                name, _checkout_kernels / "__init__.py", submodule_search_locations=[str(_checkout_kernels)]
             )
-            _mod = importlib.util.module_from_spec(_spec)
-            sys.modules["tamt.kernels"] = _mod
-            _spec.loader.exec_module(_mod)
+
+    if not any(type(f).__name__ == "_CheckoutKernelsFinder" for f in sys.meta_path):
+        sys.meta_path.append(_CheckoutKernelsFinder())
 
 # name -> module that defines it
 _LAZY = {
