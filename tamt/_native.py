@@ -38,6 +38,7 @@ import torch
 
 __all__ = [
     "available",
+    "has_cuda",
     "unavailable_reason",
     "warn_unavailable",
     "prefer_native",
@@ -116,6 +117,11 @@ def unavailable_reason(device=None) -> Optional[str]:
 def available(device=None) -> bool:
     """True when the native kernels can run on ``device`` (default CPU)."""
     return unavailable_reason(device) is None
+
+
+def has_cuda() -> bool:
+    """True when tamt._C has its CUDA kernels and a CUDA device is visible."""
+    return available("cuda")
 
 
 def warn_unavailable(device=None) -> bool:
@@ -366,8 +372,8 @@ def segmented_kth_smallest(
 
     ``ks[i]`` is 1-indexed (``torch.kthvalue`` semantics, bit-exact; NaN counts
     as the largest value); ``ks[i] == 0`` gives -inf (nothing pruned). Returns a
-    1-D tensor of ``len(scores)`` thresholds: float64 for float64 scores, else
-    float32 (16-bit scores are compared exactly in float32). ``first_hist``:
+    1-D tensor of ``len(scores)`` thresholds: float64 if any input is float64,
+    else float32 (16-bit scores are selected exactly in float32). ``first_hist``:
     the ``(len(scores), 2**hist_bits)`` int64 histogram that
     ``adamw_scores_step`` returned for exactly these scores; it replaces the
     first pass over the scores.
@@ -381,17 +387,15 @@ def segmented_kth_smallest(
         return torch.empty(0, dtype=torch.float32)
     dev = _common_device(scores, "segmented_kth_smallest")
     _require(dev)
-    dtypes = {t.dtype for t in scores}
-    if len(dtypes) != 1:
-        raise TypeError(f"segmented_kth_smallest: mixed dtypes {sorted(map(str, dtypes))}")
-    dtype = dtypes.pop()
-    if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-        raise TypeError(f"segmented_kth_smallest: unsupported dtype {dtype}")
-    flat = [_flat(t) for t in scores]
-    if dtype in (torch.bfloat16, torch.float16):
-        if first_hist is not None:
-            raise TypeError("segmented_kth_smallest: first_hist needs float32/float64 scores")
-        flat = [t.float() for t in flat]
+    for t in scores:
+        if t.dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            raise TypeError(f"segmented_kth_smallest: unsupported dtype {t.dtype}")
+    # One kernel dtype for all segments: float64 if any input is float64, else
+    # float32 (both upcasts are exact, so the k-th value is unchanged).
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in scores) else torch.float32
+    if first_hist is not None and any(t.dtype != torch.float32 for t in scores):
+        raise TypeError("segmented_kth_smallest: first_hist is only defined for float32 scores")
+    flat = [_flat(t) if t.dtype == dtype else _flat(t).to(dtype) for t in scores]
     for i, (t, k) in enumerate(zip(flat, ks)):
         if not 0 <= k <= t.numel():
             raise ValueError(f"segmented_kth_smallest: k={k} out of range [0, {t.numel()}] for tensor {i}")
@@ -402,8 +406,6 @@ def segmented_kth_smallest(
                 f"segmented_kth_smallest: first_hist must be int64 ({len(flat)}, {nb}) on {dev}, got "
                 f"{first_hist.dtype} {tuple(first_hist.shape)} on {first_hist.device}"
             )
-        if dtype != torch.float32:
-            raise TypeError("segmented_kth_smallest: first_hist is only defined for float32 scores")
         first_hist = first_hist.contiguous()
     return torch.ops.tamt_native.segmented_kth_smallest(flat, ks, first_hist, int(hist_bits))
 

@@ -114,7 +114,9 @@ struct AdamWCoeffs {
 TAMT_HD void adamw_update(const AdamWCoeffs& c, float g, float& p, float& m, float& v) {
   p = p * c.decay;
   float w = c.lerp_weight;
-  m = (w < 0.5f && w > -0.5f) ? m + w * (g - m) : g - (g - m) * (1.0f - w);
+  // torch's lerp as its vectorized CPU kernel and its (contracted) CUDA
+  // kernel compute it: one fused multiply-add
+  m = (w < 0.5f && w > -0.5f) ? fmaf(w, g - m, m) : fmaf(w - 1.0f, g - m, g);
   v = v * c.beta2;
   v = v + c.one_minus_beta2 * g * g;
   float denom = sqrtf(v) / c.bc2_sqrt + c.eps;
