@@ -96,6 +96,22 @@ def _pick_digit_kernel(hist_ptr, k_rem_ptr, prefix_ptr, DIGIT_BITS: tl.constexpr
     tl.store(hist_ptr + seg * NBINS + bins, tl.zeros((NBINS,), dtype=tl.int32))
 
 
+def _pick_digit(hist: Tensor, k_rem: Tensor, prefix: Tensor, bits: int, use_kernel: bool) -> None:
+    """Per-segment digit pick, in place on (hist, k_rem, prefix). One tiny
+    launch on a GPU; under the interpreter (where every launch costs ~0.1 s)
+    the same arithmetic in torch ops."""
+    if use_kernel:
+        _pick_digit_kernel[(hist.shape[0],)](hist, k_rem, prefix, DIGIT_BITS=bits, NBINS=_NBINS, num_warps=4)
+        return
+    h = hist.to(torch.int64)
+    cum = h.cumsum(1)
+    digit = (cum < k_rem[:, None]).sum(1).clamp(max=(1 << bits) - 1)
+    below = (cum - h).gather(1, digit[:, None]).squeeze(1)
+    k_rem.sub_(below)
+    prefix.copy_(torch.bitwise_left_shift(prefix, bits) | digit)
+    hist.zero_()
+
+
 def _digit_plan(key_bits: int) -> list[tuple[int, int]]:
     """(shift, bits) of each pass from the top of the key."""
     plan, hi = [], key_bits
@@ -208,7 +224,7 @@ def segmented_kth_smallest(flat_list: Sequence[Tensor], ks: Sequence[int]) -> Te
                 SIGN_SHIFT=key_bits - 1, SHIFT=shift, DIGIT_BITS=bits, FIRST=(i == 0),
                 NBINS=_NBINS, CHUNK=chunk, BLOCK=block, num_warps=warps,
             )
-            _pick_digit_kernel[(S,)](hist, k_rem, prefix, DIGIT_BITS=bits, NBINS=_NBINS, num_warps=4)
+            _pick_digit(hist, k_rem, prefix, bits, use_kernel=not interpreting())
         if int(nan_count.item()) > 0:
             raise ValueError("scores contain NaN")
 
