@@ -229,7 +229,7 @@ _WORDS = (
     "what how why you we i my me our your us them him will has do does did so if very just good bad "
     "great movie story people man woman day year life work part water music book"
 ).split()
-TINY_VOCAB: list[str] = (
+TINY_VOCAB: list[str] = list(dict.fromkeys(  # ordered de-duplication ("a", "i" are letters and words)
     _SPECIALS
     + _PUNCT
     + [str(d) for d in range(10)]
@@ -237,7 +237,7 @@ TINY_VOCAB: list[str] = (
     + ["##" + chr(c) for c in range(ord("a"), ord("z") + 1)]
     + ["##" + str(d) for d in range(10)]
     + _WORDS
-)
+))
 TINY_VOCAB_SIZE = len(TINY_VOCAB)
 
 
