@@ -196,12 +196,21 @@ def _cfg(bm, bn, bk, warps, stages, group=8):
     )
 
 
-def gemm_configs() -> list:
+def gemm_configs(which: Optional[str] = None) -> list:
     """Configs for a GEMM whose output tile is BLOCK_M x BLOCK_N and whose
     reduction step is BLOCK_K (each kernel maps these names onto its own
-    dimensions). One small config under the interpreter."""
+    dimensions).
+
+    ``which`` (default: env TAMT_AUTOTUNE, else "full"): "full" = the
+    Ampere/Hopper sweep; "off" = one mid-size config (test suites on a GPU,
+    where autotuning every odd shape would dominate the run time). Under the
+    interpreter always one small config.
+    """
+    which = which or os.environ.get("TAMT_AUTOTUNE", "full")
     if interpreting():
         return [_cfg(32, 32, 32, 4, 1, 4)]
+    if which == "off":
+        return [_cfg(64, 64, 32, 4, 3)]
     return [
         # tensor-core friendly (bf16/fp16) on Ampere/Hopper
         _cfg(128, 256, 64, 8, 3),
@@ -216,3 +225,13 @@ def gemm_configs() -> list:
         _cfg(64, 128, 32, 4, 4),
         _cfg(64, 64, 32, 4, 4),
     ]
+
+
+def launch(kernel, grid, args: tuple, kwargs: dict, config=None) -> None:
+    """Launch an autotuned kernel, or (``config`` = a triton.Config) its
+    underlying JIT function with exactly that config (used by the GPU tests
+    to check every autotune config for correctness)."""
+    if config is None:
+        kernel[grid](*args, **kwargs)
+        return
+    kernel.fn[grid](*args, **kwargs, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)

@@ -20,6 +20,7 @@ from ._common import (
     check_int32_indexing,
     dot_precision,
     gemm_configs,
+    launch,
     load_masked_w,
     load_threshold,
     mask_reference,
@@ -83,6 +84,7 @@ def masked_matmul(
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
     input_precision: Optional[str] = None,
+    _config=None,
 ) -> Tensor:
     """y = x @ (W*M)^T + bias, x [M, K], weight [N, K], bias [N] or None."""
     if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
@@ -105,13 +107,21 @@ def masked_matmul(
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
-    _masked_matmul_fwd_kernel[grid](
-        x, weight, margs.scores, margs.threshold, margs.bits, bias_arg, y,
-        M, N, K,
-        MASK_MODE=margs.mode, HAS_BIAS=bias is not None,
-        ACC_DTYPE=acc_dtype(x.dtype), CMP_DTYPE=margs.cmp_dtype,
-        DOT_PREC=dot_precision(x.dtype, input_precision),
+    launch(
+        _masked_matmul_fwd_kernel,
+        grid,
+        (
+            x, weight, margs.scores, margs.threshold, margs.bits, bias_arg, y,
+            M, N, K,
+        ),
+        dict(
+            MASK_MODE=margs.mode, HAS_BIAS=bias is not None,
+            ACC_DTYPE=acc_dtype(x.dtype), CMP_DTYPE=margs.cmp_dtype,
+            DOT_PREC=dot_precision(x.dtype, input_precision)
+        ),
+        _config,
     )
+
     return y
 
 

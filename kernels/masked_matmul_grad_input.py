@@ -18,6 +18,7 @@ from ._common import (
     check_int32_indexing,
     dot_precision,
     gemm_configs,
+    launch,
     load_masked_w,
     load_threshold,
     mask_reference,
@@ -71,6 +72,7 @@ def masked_matmul_grad_input(
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
     input_precision: Optional[str] = None,
+    _config=None,
 ) -> Tensor:
     """dx [M, K] = grad_out [M, N] @ (W*M) [N, K]."""
     if grad_out.dim() != 2 or weight.dim() != 2 or grad_out.shape[1] != weight.shape[0]:
@@ -92,13 +94,21 @@ def masked_matmul_grad_input(
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(K, meta["BLOCK_N"]),)
 
-    _masked_matmul_grad_input_kernel[grid](
-        grad_out, weight, margs.scores, margs.threshold, margs.bits, dx,
-        M, N, K,
-        MASK_MODE=margs.mode,
-        ACC_DTYPE=acc_dtype(grad_out.dtype), CMP_DTYPE=margs.cmp_dtype,
-        DOT_PREC=dot_precision(grad_out.dtype, input_precision),
+    launch(
+        _masked_matmul_grad_input_kernel,
+        grid,
+        (
+            grad_out, weight, margs.scores, margs.threshold, margs.bits, dx,
+            M, N, K,
+        ),
+        dict(
+            MASK_MODE=margs.mode,
+            ACC_DTYPE=acc_dtype(grad_out.dtype), CMP_DTYPE=margs.cmp_dtype,
+            DOT_PREC=dot_precision(grad_out.dtype, input_precision)
+        ),
+        _config,
     )
+
     return dx
 
 

@@ -23,6 +23,7 @@ from ._common import (
     check_int32_indexing,
     dot_precision,
     gemm_configs,
+    launch,
     load_keep,
     load_threshold,
     mask_reference,
@@ -86,6 +87,7 @@ def masked_matmul_grad_weight(
     want_scores: bool,
     want_weight: bool,
     input_precision: Optional[str] = None,
+    _config=None,
 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
     """(dscores, dweight) with G = grad_out^T @ x: dscores = G*W, dweight = G*M.
 
@@ -117,14 +119,22 @@ def masked_matmul_grad_weight(
     def grid(meta):
         return (triton.cdiv(N, meta["BLOCK_M"]) * triton.cdiv(K, meta["BLOCK_N"]),)
 
-    _masked_matmul_grad_weight_kernel[grid](
-        grad_out, x, weight, margs.scores, margs.threshold, margs.bits,
-        ds if ds is not None else weight, dw if dw is not None else weight,
-        M, N, K,
-        MASK_MODE=margs.mode, WANT_S=bool(want_scores), WANT_W=bool(want_weight),
-        ACC_DTYPE=acc_dtype(grad_out.dtype), CMP_DTYPE=margs.cmp_dtype,
-        DOT_PREC=dot_precision(grad_out.dtype, input_precision),
+    launch(
+        _masked_matmul_grad_weight_kernel,
+        grid,
+        (
+            grad_out, x, weight, margs.scores, margs.threshold, margs.bits,
+            ds if ds is not None else weight, dw if dw is not None else weight,
+            M, N, K,
+        ),
+        dict(
+            MASK_MODE=margs.mode, WANT_S=bool(want_scores), WANT_W=bool(want_weight),
+            ACC_DTYPE=acc_dtype(grad_out.dtype), CMP_DTYPE=margs.cmp_dtype,
+            DOT_PREC=dot_precision(grad_out.dtype, input_precision)
+        ),
+        _config,
     )
+
     return ds, dw
 
 

@@ -110,6 +110,19 @@ def test_end_to_end_matches_autograd_ste(device):
         torch.testing.assert_close(out.double(), ref.detach(), rtol=1e-5, atol=1e-5)
 
 
+def test_explicit_config_path(device):
+    """The _config override (used by the GPU sweep test) launches correctly."""
+    from tamt.kernels._common import gemm_configs
+
+    x, w, b, s, gy, thr = make(5, 40, 33, device=device)
+    m = s > thr
+    cfg = gemm_configs()[0]
+    y = K.masked_matmul(x, w, b, scores=s, threshold=thr, _config=cfg)
+    assert_close_2x(y, torch_forward(x, w, b, m), ref64_forward(x, w, b, m), ATOL32)
+    ds, _ = K.masked_matmul_grad_weight(gy, x, w, mask=m, want_scores=True, want_weight=False, _config=cfg)
+    assert_close_2x(ds, (gy.t() @ x) * w, (gy.double().t() @ x.double()) * w.double(), ATOL32)
+
+
 def test_fp64(device):
     x, w, b, s, gy, thr = make(5, 123, 77, dtype=torch.float64, device=device)
     m = s > thr
@@ -199,14 +212,17 @@ def test_bad_arguments(device):
 
 
 # ---------------------------------------------------------------- GPU only
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16/fp16 tl.dot needs a CUDA device")
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU-only: bf16/fp16 tl.dot, real TF32 vs IEEE, autotune configs")
 
 
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape", SHAPES + [(512, 768, 768), (300, 3072, 768), (257, 768, 3072)])
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(
+    "shape,form",
+    [(sh, f) for sh in SHAPES for f in FORMS]
+    + [(sh, "scores") for sh in [(512, 768, 768), (300, 3072, 768), (257, 768, 3072)]],
+)
 def test_half_precision_gpu(dtype, shape, form):
     x, w, b, s, gy, thr = make(*shape, dtype=dtype, device="cuda")
     m = s > thr
@@ -233,3 +249,27 @@ def test_fp32_gpu_is_ieee_not_tf32():
     y = K.masked_matmul(x, w, b, scores=s, threshold=thr)
     ref = ref64_forward(x, w, b, m)
     assert (y.double() - ref).abs().max().item() < 1e-3  # TF32 would give ~1e-2
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("form", ["scores", "packed"])
+def test_every_autotune_config_gpu(dtype, form):
+    """Every config of the production autotune sweep gives correct results
+    on a shape with ragged edges in all three dimensions."""
+    from tamt.kernels._common import gemm_configs
+
+    x, w, b, s, gy, thr = make(300, 520, 200, dtype=dtype, device="cuda")
+    m = s > thr
+    kw = mask_kwargs(form, s, thr)
+    atol = 1e-2 if dtype == torch.bfloat16 else 1e-4
+    g64 = gy.double().t() @ x.double()
+    for cfg in gemm_configs("full"):
+        y = K.masked_matmul(x, w, b, **kw, _config=cfg)
+        assert_close_2x(y, torch_forward(x, w, b, m), ref64_forward(x, w, b, m), atol)
+        dx = K.masked_matmul_grad_input(gy, w, **kw, _config=cfg)
+        assert_close_2x(dx, gy @ (w * m), gy.double() @ (w.double() * m), atol)
+        ds, dw = K.masked_matmul_grad_weight(gy, x, w, **kw, want_scores=True, want_weight=True, _config=cfg)
+        assert_close_2x(ds, (gy.t() @ x) * w, g64 * w.double(), atol)
+        assert_close_2x(dw, (gy.t() @ x) * m, g64 * m, atol)
