@@ -1,0 +1,95 @@
+"""Fine-tuning settings: one dataclass, per-task defaults, named presets.
+
+Defaults follow TAMT_SPEC.md ("Downstream transfer"):
+  GLUE  lr 2e-5, batch 32, max_seq_length 128, 3 epochs;
+  SQuAD lr 3e-5, batch 16, max_seq_length 384, doc stride 128, 2 epochs;
+periodic evaluation, best-dev (the paper's protocol) and final scores.
+
+Presets:
+  ``paper``     - the paper's full setup (needs the hub or full GLUE/SQuAD files and a GPU).
+  ``cpu-small`` - a cheap CPU setting for demos and tests (short sequences, one epoch, small train sets).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+DEMO_TASKS = ("sentiment", "nli")  # the embedded demo tasks (tamt.data.glue.load_demo_task)
+TASKS = GLUE_TASKS + ("squad",) + DEMO_TASKS
+
+
+@dataclass
+class FinetuneConfig:
+    lr: float = 2e-5
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_seq_length: int = 128
+    epochs: float = 3.0
+    max_steps: int | None = None          # overrides epochs when set
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0             # linear warm-up over this fraction of steps
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    eval_every: int | None = None         # steps between evaluations; None -> eval_per_epoch
+    eval_per_epoch: int = 2               # evaluations per epoch when eval_every is None
+    train_size: int | None = None         # data scarcity: subsample the train split
+    eval_size: int | None = None          # cap the dev set (cheap runs); None = full dev set
+    stratify: bool = True
+    seeds: tuple[int, ...] = (42,)
+    doc_stride: int = 128                 # SQuAD
+    max_answer_length: int = 30           # SQuAD
+    n_best_size: int = 20                 # SQuAD
+    save_model: bool = False
+    device: str | None = None             # None: cuda when available else cpu
+    progress: bool = True
+    num_threads: int | None = None
+
+    @classmethod
+    def for_task(cls, task: str, preset: str | None = None, **overrides) -> "FinetuneConfig":
+        """Defaults for ``task`` (GLUE or SQuAD), then the preset, then explicit overrides."""
+        task = {"sst-2": "sst2", "sts-b": "stsb"}.get(task.lower(), task.lower())
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        values: dict[str, Any] = {}
+        if task == "squad":
+            values.update(lr=3e-5, batch_size=16, max_seq_length=384, epochs=2.0, doc_stride=128)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+            p = PRESETS[preset]
+            values.update(p.get("all", {}))
+            values.update(p.get("squad" if task == "squad" else "glue", {}))
+            values.update(p.get(task, {}))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown fine-tuning option(s): {', '.join(sorted(unknown))}")
+        if "seeds" in values:
+            s = values["seeds"]
+            values["seeds"] = (int(s),) if isinstance(s, int) else tuple(int(x) for x in s)
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["seeds"] = list(self.seeds)
+        return d
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The paper's full setup (TAMT_SPEC): GLUE lr 2e-5 / batch 32 / seq 128 / 3 epochs, SQuAD lr 3e-5 /
+    # batch 16 / seq 384 / stride 128 / 2 epochs, periodic evaluation keeping the best dev score,
+    # several fine-tuning seeds. Needs GPUs and the full data sets (hub or official files).
+    "paper": {
+        "all": {"seeds": (1, 2, 3), "eval_per_epoch": 4, "warmup_ratio": 0.0, "weight_decay": 0.0},
+        "glue": {"lr": 2e-5, "batch_size": 32, "max_seq_length": 128, "epochs": 3.0},
+        "squad": {"lr": 3e-5, "batch_size": 16, "max_seq_length": 384, "doc_stride": 128, "epochs": 2.0},
+    },
+    # Small and fast on a laptop CPU: used by the demo's --quick mode and the tests.
+    "cpu-small": {
+        "all": {"seeds": (0,), "eval_per_epoch": 1, "max_seq_length": 64, "epochs": 1.0, "lr": 5e-5,
+                "batch_size": 16, "train_size": 1000, "eval_size": 500},
+        "squad": {"max_seq_length": 192, "doc_stride": 64, "train_size": 500, "eval_size": 200},
+    },
+}
