@@ -54,8 +54,10 @@ void adamw_scores_step(int64_t nseg, const int64_t* scores, const int64_t* grads
     for (int64_t b = 0; b < sizes[s]; b += kChunk) items.push_back({s, b, std::min(sizes[s], b + kChunk)});
   const int64_t nitems = static_cast<int64_t>(items.size());
   std::fill(hist, hist + nseg * nb, 0);
+  int64_t total = 0;
+  for (int64_t s = 0; s < nseg; ++s) total += sizes[s];
 
-#pragma omp parallel
+#pragma omp parallel if (total >= (int64_t(1) << 17))
   {
     std::vector<uint32_t> local(static_cast<size_t>(nseg) * nb, 0);
 #pragma omp for schedule(dynamic, 1) nowait

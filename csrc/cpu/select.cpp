@@ -26,6 +26,8 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kChunk = 1 << 15;
+// Below this many elements a parallel region costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 17;
 
 template <typename T>
 struct KeyTraits;
@@ -113,6 +115,9 @@ void select_impl(int64_t nseg, const int64_t* ptrs, const int64_t* sizes, const 
     for (int64_t b = 0; b < sizes[s]; b += kChunk) items.push_back({a, b, std::min(sizes[s], b + kChunk)});
   }
   const int64_t nitems = static_cast<int64_t>(items.size());
+  int64_t total = 0;
+  for (int64_t a = 0; a < nact; ++a) total += sizes[active[a]];
+  const bool par = total >= kParallelMin;
 
   // ---- pass 0: histogram of the top digit --------------------------------
   const int nb0 = 1 << sched.width[0];
@@ -121,7 +126,7 @@ void select_impl(int64_t nseg, const int64_t* ptrs, const int64_t* sizes, const 
     for (int64_t a = 0; a < nact; ++a)
       std::memcpy(&hist0[a * nb0], first_hist + active[a] * nb0, sizeof(int64_t) * nb0);
   } else {
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
       std::vector<uint32_t> local(static_cast<size_t>(nact) * nb0, 0);
 #pragma omp for schedule(dynamic, 1) nowait
@@ -150,7 +155,7 @@ void select_impl(int64_t nseg, const int64_t* ptrs, const int64_t* sizes, const 
     cand[a].resize(count[a]);
     fill[a].store(0);
   }
-#pragma omp parallel
+#pragma omp parallel if (par)
   {
     std::vector<uint32_t> local(static_cast<size_t>(nact) * nb1, 0);
     std::vector<Key> buf;
@@ -184,7 +189,9 @@ void select_impl(int64_t nseg, const int64_t* ptrs, const int64_t* sizes, const 
 
   // ---- passes 2..: on the candidates, segment by segment ------------------
   std::vector<int> failed(nact, 0);
-#pragma omp parallel for schedule(dynamic, 1)
+  int64_t ncand = 0;
+  for (int64_t a = 0; a < nact; ++a) ncand += count[a];
+#pragma omp parallel for schedule(dynamic, 1) if (ncand >= kParallelMin)
   for (int64_t a = 0; a < nact; ++a) {
     const int64_t s = active[a];
     if (fill[a].load() != count[a]) {
