@@ -54,13 +54,15 @@ def acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def dot_precision(dtype: torch.dtype, input_precision: Optional[str]) -> str:
-    """fp32 GEMMs default to IEEE fp32 (no TF32); ignored for 16-bit inputs."""
+def dot_precision(dtype: torch.dtype, input_precision: Optional[str]) -> Optional[str]:
+    """tl.dot input_precision: fp32 GEMMs default to IEEE fp32 (no TF32,
+    like torch's default matmul); 16-bit inputs keep Triton's default (the
+    setting only concerns fp32 operands)."""
     if input_precision is not None:
         if input_precision not in ("ieee", "tf32", "tf32x3"):
             raise ValueError(f"input_precision must be 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
-        return input_precision
-    return "ieee"
+        return input_precision if dtype == torch.float32 else None
+    return "ieee" if dtype in (torch.float32, torch.float64) else None
 
 
 @dataclass
