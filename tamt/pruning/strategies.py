@@ -11,9 +11,7 @@ import math
 import torch
 from torch import nn
 
-from tamt import ops
 from tamt.nn import get_masks, masked_modules, patch_model, set_masks, update_thresholds
-from tamt.nn.scores import init_scores
 
 from .objectives import mlm_head_parameters
 
@@ -60,6 +58,47 @@ class Strategy:
     def load_state_dict(self, state: dict) -> None: ...
 
 
+def exact_keep(values: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep the n - floor(s*n) largest values, exactly (ties broken by topk, as l1_unstructured does)."""
+    flat = values.detach().reshape(-1)
+    n = flat.numel()
+    k = math.floor(sparsity * n)
+    keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
+    if n - k > 0:
+        keep[torch.topk(flat, n - k, largest=True, sorted=False).indices] = True
+    return keep.view_as(values)
+
+
+def random_keep(shape, sparsity: float, gen: torch.Generator) -> torch.Tensor:
+    n = math.prod(shape)
+    k = math.floor(sparsity * n)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[torch.randperm(n, generator=gen)[:k]] = False
+    return keep.view(shape)
+
+
+def thresholds_exact(model: nn.Module) -> None:
+    """Exact top-k thresholds, then break ties at tau so that exactly floor(s*n) scores are pruned.
+
+    The mask is scores > tau; scores tied at tau (float32 has only ~8M values in [2*t0, 4*t0), and
+    scores without gradient keep their initial values) would all be pruned.  The surplus tied
+    entries are raised by one ulp above tau (ties broken by position).
+    """
+    update_thresholds(model)
+    with torch.no_grad():
+        for _, m in masked_modules(model):
+            if m.mode != "search":
+                continue
+            flat = m.scores.view(-1)
+            n = flat.numel()
+            k = math.floor(m.sparsity * n)
+            pruned = int((flat <= m.threshold).sum())
+            if pruned > k:
+                tied = (flat == m.threshold).nonzero().view(-1)
+                lift = tied[tied.numel() - (pruned - k):]
+                flat[lift] = torch.nextafter(m.threshold, torch.tensor(float("inf"), device=flat.device))
+
+
 def _freeze_all(model: nn.Module) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
@@ -73,8 +112,16 @@ class OneShotStrategy(Strategy):
         self.init = init
 
     def setup(self) -> None:
-        patch_model(self.model, self.s.sparsity, mode="search", init=self.init, t0=self.cfg.t0, seed=self.cfg.seed)
+        patch_model(self.model, 0.0, mode="fixed")
         _freeze_all(self.model)
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        masks = {}
+        for name, m in masked_modules(self.model):
+            if self.init == "omp":
+                masks[f"{name}.weight"] = exact_keep(m.weight.abs(), self.s.sparsity)
+            else:
+                masks[f"{name}.weight"] = random_keep(tuple(m.weight.shape), self.s.sparsity, gen)
+        set_masks(self.model, masks)
 
 
 class TamtStrategy(Strategy):
@@ -88,15 +135,21 @@ class TamtStrategy(Strategy):
 
     def _initial_scores(self, weight: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
-        s = init_scores(weight, self.s.sparsity, cfg.score_init, t0=cfg.t0, generator=gen)
+        if cfg.score_init == "omp":
+            keep = exact_keep(weight.abs(), self.s.sparsity)
+        else:
+            keep = random_keep(tuple(weight.shape), self.s.sparsity, gen).to(weight.device)
+        s = keep.float() * (2.0 * cfg.t0)
         if cfg.tie_break:
             # Distinct scores so top-k prunes exactly floor(s*n) even where gradients are zero (embedding rows
             # of unseen tokens): a jitter 1e-3*t0 small against the 2*t0 gap keeps the initial mask identical.
+            # (magnitude order first, then random order among equal magnitudes, e.g. an all-zero padding row)
+            noise = torch.rand(weight.shape, generator=gen).to(weight.device)
             if cfg.score_init == "omp":
                 mag = weight.detach().abs().float()
-                jitter = mag / mag.max().clamp(min=1e-12)
+                jitter = mag / mag.max().clamp(min=1e-12) + 1e-3 * noise
             else:
-                jitter = torch.rand(weight.shape, generator=gen).to(weight.device)
+                jitter = noise
             s = s + (1e-3 * cfg.t0) * jitter
         return s
 
@@ -106,7 +159,7 @@ class TamtStrategy(Strategy):
         gen = torch.Generator().manual_seed(self.cfg.seed)
         for _, m in masked_modules(self.model):
             m.start_search(self.s.sparsity, init=self._initial_scores(m.weight, gen), t0=self.cfg.t0)
-        update_thresholds(self.model)
+        thresholds_exact(self.model)
         if "mlm" in self.objective:
             for _, p in mlm_head_parameters(self.model):
                 p.requires_grad_(True)
@@ -122,13 +175,13 @@ class TamtStrategy(Strategy):
 
     def after_step(self, step: int) -> None:
         if self.cfg.threshold_mode == "exact" or step % int(self.cfg.reset_interval) == 0:
-            update_thresholds(self.model)
+            thresholds_exact(self.model)
 
     def before_save(self) -> None:
-        update_thresholds(self.model)
+        thresholds_exact(self.model)
 
     def finish(self) -> None:
-        update_thresholds(self.model)
+        thresholds_exact(self.model)
         super().finish()
 
     def state_dict(self) -> dict:
@@ -192,7 +245,7 @@ class IMPStrategy(Strategy):
         for name, m in masked_modules(self.model):
             mag = m.weight.detach().abs().float()
             mag = torch.where(m.mask, mag, torch.full_like(mag, -1.0))  # pruned ones stay pruned
-            new[f"{name}.weight"] = mag > ops.topk_threshold(mag, level)
+            new[f"{name}.weight"] = exact_keep(mag, level)
         # rewind every weight to its pre-trained value, then fix the new masks
         self.model.load_state_dict(self.pretrained, strict=False)
         set_masks(self.model, new)

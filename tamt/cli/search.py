@@ -1,0 +1,168 @@
+"""``tamt search``, ``tamt eval-pretrain`` and ``tamt info``: thin wrappers of the Python API."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tamt.pruning.config import METHODS, PRESETS, SCORE_INITS, THRESHOLD_MODES
+
+_PRESET_HELP = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items() if a != "save_masks_at")
+                         for k, v in PRESETS.items())
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "search", help="find subnetworks (TAMT-MLM/KD, IMP, OMP, random) of a pre-trained encoder",
+        description="Find a subnetwork (a binary mask per weight matrix) of a pre-trained BERT-family encoder on a "
+                    "pre-training corpus. Writes OUT/masks/<method>_s<sparsity>.safetensors, metrics.jsonl, "
+                    "TensorBoard logs and checkpoints under OUT/runs/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="default",
+                   help="hub name, local checkpoint folder, or 'default' (embedded all-MiniLM-L6-v2, no MLM head: "
+                        "one is fitted densely first)")
+    p.add_argument("--method", required=True, choices=METHODS,
+                   help="tamt-mlm / tamt-kd / tamt-mlm-kd: train score masks (weights frozen); imp: iterative "
+                        "magnitude pruning with rewinding on MLM; omp: one-shot magnitude; random: random masks")
+    p.add_argument("--sparsity", type=float, nargs="+", required=True,
+                   help="fraction of weights pruned per matrix, in [0, 1); several values give several masks "
+                        "(IMP: one run yields every intermediate 10 %% step)")
+    p.add_argument("--corpus", default="default",
+                   help="text/JSON/parquet file or folder, a hub dataset 'name:config' (online), or 'default' "
+                        "(embedded Wikipedia summaries)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int, default=None, help="optimizer steps per search (TAMT; IMP: all rounds)")
+    g.add_argument("--epochs", type=float, default=None, help="passes over the corpus instead of --steps")
+    p.add_argument("--out", default=None, help="output folder (masks, metrics, checkpoints); default runs/<method>")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help=f"option bundle applied before the other options ({_PRESET_HELP})")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same final mask)")
+    p.add_argument("--seed", type=int, default=None, help="seed for data order, MLM masking, random masks, dropout")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--lr", type=float, default=None,
+                   help="learning rate of the scores (TAMT) or weights (IMP); default: paper's (MLM 5e-5, KD 2e-5)")
+    o.add_argument("--head-lr", type=float, default=None, help="lr of the MLM head during TAMT-MLM (default 5e-5)")
+    o.add_argument("--weight-decay", type=float, default=None, help="default: 0 (MLM, IMP), 0.01 (KD)")
+    o.add_argument("--batch-size", type=int, default=None, help="global batch (split over torchrun processes)")
+    o.add_argument("--block-size", type=int, default=None, help="tokens per block (paper: 512)")
+    o.add_argument("--grad-clip", type=float, default=None, help="max gradient norm (0 disables)")
+    o.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default=None,
+                   help="exact: top-k every step (exact sparsity); paper: tau fixed, reset every --reset-interval")
+    o.add_argument("--reset-interval", type=int, default=None, help="paper mode: steps between tau resets "
+                   "(default 1000 MLM, 100 KD)")
+    o.add_argument("--score-init", choices=SCORE_INITS, default=None, help="initial mask of the scores")
+    o.add_argument("--imp-interval", type=int, default=None, help="IMP: steps between prune rounds (paper 2792)")
+    o.add_argument("--head-fit-steps", type=int, default=None,
+                   help="steps of dense head-only fitting for checkpoints without an MLM head")
+    o.add_argument("--no-dropout", action="store_true", help="train the student without dropout")
+    r = p.add_argument_group("run")
+    r.add_argument("--eval-every", type=int, default=None, help="held-out MLM/KD evaluation every N steps")
+    r.add_argument("--eval-batches", type=int, default=None, help="held-out batches per evaluation")
+    r.add_argument("--save-masks-at", type=int, nargs="*", default=None, help="also save masks at these steps")
+    r.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (for --resume)")
+    r.add_argument("--max-blocks", type=int, default=None, help="cap the corpus at this many blocks per split")
+    r.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
+    r.add_argument("--amp", choices=["auto", "bf16", "none"], default=None, help="bf16 autocast (auto: on CUDA)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_search)
+
+    e = subparsers.add_parser(
+        "eval-pretrain", help="held-out MLM loss/accuracy and KD loss of a mask",
+        description="Pre-training performance of a subnetwork on the corpus' held-out split: MLM loss and accuracy "
+                    "and the KD loss against the dense model.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("--model", default="default", help="the model the mask was found on")
+    e.add_argument("--mask", nargs="*", default=[], help="mask file(s); none = the dense model")
+    e.add_argument("--corpus", default="default", help="as for 'tamt search'")
+    e.add_argument("--block-size", type=int, default=128)
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--batches", type=int, default=20, help="held-out batches (0 = the whole split)")
+    e.add_argument("--max-blocks", type=int, default=None)
+    e.add_argument("--head-fit-steps", type=int, default=200, help="dense head fitting for models without an MLM head")
+    e.add_argument("--head-cache", default=None, help="folder to cache the fitted head in (e.g. the search --out)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--ignore-fingerprint", action="store_true", help="apply masks found on other weights")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=_eval)
+
+    if "info" not in getattr(subparsers, "choices", {}):
+        i = subparsers.add_parser("info", help="metadata and per-matrix sparsity of a mask file",
+                                  description="Print a mask file's metadata and per-matrix sparsity.")
+        i.add_argument("mask", help="mask file (.safetensors written by tamt)")
+        i.add_argument("--json", action="store_true", help="print JSON")
+        i.set_defaults(func=_info)
+
+
+_OPTS = ["lr", "head_lr", "weight_decay", "batch_size", "block_size", "grad_clip", "threshold_mode",
+         "reset_interval", "score_init", "imp_interval", "head_fit_steps", "eval_every", "eval_batches",
+         "checkpoint_every", "max_blocks", "device", "amp", "seed"]
+
+
+def _search(args) -> int:
+    from pathlib import Path
+
+    from tamt.pruning import init_distributed, search
+
+    init_distributed()
+    config = {k: getattr(args, k) for k in _OPTS if getattr(args, k) is not None}
+    if args.save_masks_at is not None:
+        config["save_masks_at"] = tuple(args.save_masks_at)
+    if args.no_dropout:
+        config["dropout"] = False
+    if args.no_progress:
+        config["progress"] = False
+    if config.get("grad_clip") == 0:
+        config["grad_clip"] = None
+    out = args.out or str(Path("runs") / args.method)
+    res = search(args.model, args.method, args.sparsity, args.corpus, steps=args.steps, epochs=args.epochs,
+                 out=out, preset=args.preset, resume=args.resume, **config)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return 0
+    print(f"{res.method}: masks in {Path(out) / 'masks'}")
+    for s, t in sorted(res.timings.items()):
+        print(f"  s={s:.2f}  steps={t['steps']:>6}  search {t['search_s']:.1f}s  -> {res.paths.get(s, '(not saved)')}")
+    if res.intermediate:
+        print("  IMP rounds: " + ", ".join(f"{s:.2f}" for s in sorted(res.intermediate)))
+    return 0
+
+
+def _eval(args) -> int:
+    from tamt.pruning import evaluate_pretraining
+    from tamt.pruning.context import prepare
+
+    ctx = prepare(args.model, args.corpus, block_size=args.block_size, seed=args.seed, max_blocks=args.max_blocks)
+    rows = []
+    for m in (args.mask or [None]):
+        r = evaluate_pretraining(args.model, m, context=ctx, batches=args.batches or None, batch_size=args.batch_size,
+                                 seed=args.seed, head_fit_steps=args.head_fit_steps, head_cache=args.head_cache,
+                                 ignore_fingerprint=args.ignore_fingerprint)
+        rows.append({"mask": m or "(dense)", **r})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"{'mask':<50} {'sparsity':>8} {'MLM loss':>9} {'MLM acc':>8} {'KD loss':>8}")
+        for r in rows:
+            print(f"{str(r['mask'])[-50:]:<50} {r['sparsity']:>8.4f} {r['mlm_loss']:>9.4f} {r['mlm_accuracy']:>8.4f} "
+                  f"{r['kd_loss']:>8.4f}")
+        if rows and rows[0]["head_initialised"]:
+            print(f"(the model has no MLM head: one was fitted densely for {rows[0]['head_fit_steps']} steps)",
+                  file=sys.stderr)
+    return 0
+
+
+def _info(args) -> int:
+    from tamt.masks import load_mask
+    from tamt.nn import sparsity_report
+
+    mf = load_mask(args.mask)
+    rep = sparsity_report(mf.masks)
+    if args.json:
+        print(json.dumps({"metadata": mf.metadata, "report": rep.as_dict()}, indent=1, default=str))
+        return 0
+    for k, v in mf.metadata.items():
+        if k != "config":
+            print(f"{k:>16}: {v}")
+    print()
+    print(rep)
+    return 0
