@@ -163,14 +163,15 @@ def test_paper_threshold_mode(tiny, tok, blocks):
                        reset_interval=4, dropout=False, **FAST)
     s = Searcher(ctx, cfg, sparsity=0.5)
     mods = [m for _, m in masked_modules(s.model)]
-    taus = []
+    taus, drift = [], []
     for _ in range(8):
         s.step()
         taus.append([float(m.threshold) for m in mods])
+        drift.append(max(abs(1 - float(m.current_mask().float().mean()) - 0.5) for m in mods))
     assert taus[0] == taus[1] == taus[2]  # fixed between resets
     assert taus[3] != taus[2]  # reset at step 4
-    drift = [abs(1 - float(m.current_mask().float().mean()) - 0.5) for m in mods]
-    assert max(drift) > 0  # the sparsity drifts in paper mode ...
+    assert max(drift[4:7]) > 0.001  # the sparsity drifts in paper mode between resets ...
+    assert drift[3] < 0.001 and drift[7] < 0.001
     s.finish()
     _check_exact(s.masks[0.5], 0.5)  # ... and the saved mask is exact (tau reset at every save)
 
