@@ -151,12 +151,15 @@ def _require(device) -> None:
 # TAMT_NATIVE_PREFER=all|none overrides.
 # ---------------------------------------------------------------------------
 _PREFERRED = {
-    # CPU, 2 cores (benchmarks/results/native-cpu-*.json): faster than torch
+    # CPU, 2 cores, benchmarks/results/native-cpu-2026-11-25.json (MiniLM-L6 and
+    # BERT-base shapes): thresholds x5-8, fused AdamW step + thresholds x6-13,
+    # pack x7-12, unpack x4-9 faster than torch; binarize_and_mask x0.8-0.9
+    # (slower than torch's two vectorized passes), so not preferred.
     ("segmented_kth_smallest", "cpu"): True,
     ("adamw_scores_step", "cpu"): True,
     ("pack_mask", "cpu"): True,
     ("unpack_mask", "cpu"): True,
-    ("binarize_and_mask", "cpu"): True,
+    ("binarize_and_mask", "cpu"): False,
 }
 
 
