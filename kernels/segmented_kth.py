@@ -85,9 +85,7 @@ def _pick_digit_kernel(hist_ptr, k_rem_ptr, prefix_ptr, DIGIT_BITS: tl.constexpr
     bins = tl.arange(0, NBINS)
     h = tl.load(hist_ptr + seg * NBINS + bins).to(tl.int64)
     k = tl.load(k_rem_ptr + seg)
-    # inclusive prefix sum as a masked row-sum (256 x 256: cheap, and fast
-    # under the interpreter too, unlike a scan)
-    cum = tl.sum(tl.where(bins[None, :] <= bins[:, None], h[None, :], 0), axis=1)
+    cum = tl.cumsum(h, axis=0)
     digit = tl.minimum(tl.sum((cum < k).to(tl.int64), axis=0), (1 << DIGIT_BITS) - 1)
     below = tl.sum(tl.where(bins < digit, h, 0), axis=0)
     tl.store(k_rem_ptr + seg, k - below)
