@@ -185,7 +185,9 @@ class _Runner:
             kw.setdefault("tensorboard", False)
             res = tamt.search(self.model, cell.method, list(cell.sparsities), self.cfg["corpus"],
                               tokenizer=self.tokenizer, context=self.context(cell.method), **kw)
-        masks = res.masks if len(cell.sparsities) > 1 else {cell.sparsities[0]: res.masks}
+        masks = res.masks
+        if masks and not isinstance(next(iter(masks.values())), dict):  # one sparsity: {name: mask}
+            masks = {cell.sparsities[0]: masks}
         info = {}
         from tamt.masks import save_mask
 
