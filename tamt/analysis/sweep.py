@@ -12,7 +12,7 @@ A sweep config (JSON, or YAML when PyYAML is installed)::
       "tasks": ["sst2", "mrpc"],          # GLUE tasks, "squad", or demo tasks "sentiment" / "nli"
       "data": "hub",                      # or a folder with the official files
       "seeds": [0, 1],                    # fine-tuning seeds
-      "train_sizes": [null],              # data scarcity: e.g. [1000, 5000]
+      "train_sizes": [null],              # data scarcity: e.g. [1000, 5000], or {"sst2": [1000, ...], ...}
       "search": {"steps": 200},           # tamt.search options for every method ...
       "search_by_method": {"imp": {"imp_interval": 40}},   # ... and per method
       "search_steps": null,               # search cost: e.g. [100, 200, 400] (TAMT steps, IMP steps per round)
@@ -51,8 +51,14 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+BUILTIN = {p.stem: p for p in (Path(__file__).parent / "configs").glob("*.json")}
+
+
 def load_config(config) -> dict:
-    """A config dict from a dict or a .json / .yaml file, with defaults filled in."""
+    """A config dict from a dict, a .json / .yaml file or a built-in name (``paper``, ``paper-scarcity``,
+    ``paper-search-cost``), with defaults filled in."""
+    if isinstance(config, str) and config in BUILTIN and not Path(config).exists():
+        config = BUILTIN[config]
     if isinstance(config, (str, os.PathLike)):
         p = Path(config)
         if not p.is_file():
@@ -76,6 +82,8 @@ def load_config(config) -> dict:
         raise ValueError(f"unknown sweep config key(s): {', '.join(sorted(unknown))} (known: {', '.join(DEFAULTS)})")
     out = {**DEFAULTS, **cfg}
     for k in ("methods", "sparsities", "mask_seeds", "tasks", "seeds", "train_sizes"):
+        if k == "train_sizes" and isinstance(out[k], dict):  # per task: {"sst2": [1000, 5000], ...}
+            continue
         if not isinstance(out[k], (list, tuple)):
             out[k] = [out[k]]
     out["sparsities"] = [float(s) for s in out["sparsities"]]
@@ -140,7 +148,10 @@ def plan(cfg: dict) -> tuple[list[SearchCell], list[FinetuneCell]]:
                 variants += [(method, s, int(ms), b) for s in cfg["sparsities"]]
     for method, s, ms, b in variants:
         for task in cfg["tasks"]:
-            for n in cfg["train_sizes"]:
+            sizes = cfg["train_sizes"]
+            if isinstance(sizes, dict):
+                sizes = sizes.get(task, [None])
+            for n in sizes:
                 for seed in cfg["seeds"]:
                     fts.append(FinetuneCell(method, s, ms, b, str(task), None if n is None else int(n), int(seed)))
     return searches, fts
@@ -212,6 +223,7 @@ class _Runner:
 
     def finetune(self, cell: FinetuneCell, mask) -> dict:
         kw = dict(self.cfg["finetune"])
+        kw.pop("seeds", None)  # the sweep's own fine-tuning seeds loop
         kw.setdefault("progress", False)
         fn = self.finetune_fn
         if fn is None:

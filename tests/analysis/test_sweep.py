@@ -71,6 +71,14 @@ def test_config_and_plan(tmp_path, glue_dir):
     assert len({f.id for f in fts}) == len(fts)
     with pytest.raises(ValueError, match="unknown sweep config key"):
         load_config({"metods": ["omp"]})
+    # the paper's ready configs, incl. per-task train sizes for the data-scarcity study
+    paper = load_config("paper")
+    assert paper["sparsities"] == [0.5, 0.6, 0.7, 0.8, 0.9] and "squad" in paper["tasks"]
+    _, fts = plan(load_config("paper-scarcity"))
+    assert {f.train_size for f in fts if f.task == "cola"} == {1000, 2000, 3000, 4000, 5000}
+    assert {f.train_size for f in fts if f.task == "mnli"} == {1000, 5000, 10000, 50000, 100000}
+    searches, _ = plan(load_config("paper-search-cost"))
+    assert {s.budget for s in searches if s.method == "imp"} >= {200, 2792}
     bad = tmp_path / "bad.json"
     bad.write_text('{"methods": ["omp"],\n "x": }')
     with pytest.raises(ValueError, match="line 2"):
