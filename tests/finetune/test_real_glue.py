@@ -33,6 +33,7 @@ def test_real_metrics_files_load_with_expected_sizes(glue_root):
     assert len(dd["validation"]) == 1500
 
 
+@pytest.mark.slow
 def test_dense_minilm_beats_majority_on_real_sst2(glue_root, minilm):
     import tamt
 
@@ -42,7 +43,7 @@ def test_dense_minilm_beats_majority_on_real_sst2(glue_root, minilm):
     majority = max(labels.count(0), labels.count(1)) / len(labels)
     t = time.perf_counter()
     res = tamt.finetune(minilm, None, "sst2", glue_root, train_size=500, epochs=2, max_seq_length=64, batch_size=32,
-                        lr=1e-4, eval_per_epoch=1, seeds=[0], progress=False)
+                        lr=1e-4, eval_every=32, seeds=[0], progress=False)  # 500/32 -> 16 steps/epoch: one eval
     acc = res.metrics["best"]["accuracy"]
     print(f"\nSST-2 dev (872): dense MiniLM-L6, 500 train, seq 64, 2 epochs: best acc {acc:.4f} "
           f"final {res.metrics['final']['accuracy']:.4f}, majority {majority:.4f}, {time.perf_counter() - t:.0f}s")
