@@ -99,6 +99,12 @@ def load_model(model, *, seed: int = 0) -> tuple[nn.Module, dict]:
     if isinstance(model, nn.Module):
         if masked_modules(model):
             raise ValueError("the model is already patched by tamt; pass the dense pre-trained model")
+        from tamt.nn.families import role_of
+
+        if not any(role_of(n) for n, _ in model.named_modules()):
+            raise ValueError(f"{type(model).__name__} has no TAMT target matrices (query/key/value/attention output/"
+                             "intermediate/output/pooler/word embeddings of a BERT-family encoder); pass a BERT, "
+                             "RoBERTa, DistilBERT, ELECTRA or MiniLM model")
         m = copy.deepcopy(model)
         has_head = getattr(m, "get_output_embeddings", None) is not None and m.get_output_embeddings() is not None \
             and m.base_model is not m
@@ -113,8 +119,10 @@ def load_model(model, *, seed: int = 0) -> tuple[nn.Module, dict]:
     else:
         from tamt.models import load_encoder
 
-        mlm, linfo = load_encoder(model, with_mlm_head=True, output_info=True)
-        _attach_pooler(mlm, linfo.source)
+        with torch.random.fork_rng(devices=[]):  # a missing head is initialised randomly: make it a function of seed
+            torch.manual_seed(seed)
+            mlm, linfo = load_encoder(model, with_mlm_head=True, output_info=True)
+            _attach_pooler(mlm, linfo.source)
         initialised = linfo.head_initialised
         name = "default" if model in (None, "default") else os.fspath(model)
     mlm.eval()
@@ -150,8 +158,17 @@ def load_blocks(corpus, tokenizer, *, block_size: int, validation_fraction: floa
         if looks_path and not Path(s).expanduser().exists():
             raise FileNotFoundError(f"corpus {s!r} does not exist; pass a text/JSON/parquet file or folder, "
                                     "'default' for the embedded Wikipedia summaries, or a hub dataset name")
-        dd = load_corpus(s, tokenizer=tokenizer, block_size=block_size, validation_fraction=validation_fraction,
-                         seed=seed, max_blocks=max_blocks)
+        path = Path(s).expanduser()
+        if path.is_file() and not path.read_bytes().strip():
+            raise ValueError(f"the corpus {s!r} is empty; give a file with text (one document per line)")
+        try:
+            dd = load_corpus(s, tokenizer=tokenizer, block_size=block_size, validation_fraction=validation_fraction,
+                             seed=seed, max_blocks=max_blocks)
+        except Exception as exc:  # datasets wraps reader errors (e.g. no rows) in DatasetGenerationError
+            if type(exc).__name__ == "DatasetGenerationError":
+                raise ValueError(f"could not read the corpus {s!r} ({exc.__cause__ or exc}); is it empty or not "
+                                 "text/JSON/parquet?") from exc
+            raise
     elif hasattr(corpus, "keys") and "train" in corpus:
         dd = corpus
     else:

@@ -224,10 +224,9 @@ class Searcher:
         loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if self.world > 1:
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)
+            for p in params:  # params off the loss' graph (e.g. the pooler) have no grad on every rank
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
