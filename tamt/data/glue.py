@@ -30,6 +30,8 @@ Demo tasks (:func:`load_demo_task`), from :mod:`tamt.data.assets`:
 """
 from __future__ import annotations
 
+import functools
+
 import csv
 import json
 import os
@@ -330,6 +332,15 @@ def _read_snli(path: Path, names: tuple[str, ...]) -> dict[str, list]:
 def load_demo_task(name: str, seed: int = 0, *, tokenizer=None, max_length: int = 128,
                    validation_fraction: float = 0.1):
     """``"sentiment"`` or ``"nli"`` from the embedded assets, in the GLUE DatasetDict format."""
+    dd = _load_demo_task_raw(name, seed, validation_fraction)
+    return tokenize_pairs(dd, tokenizer, max_length=max_length) if tokenizer is not None else dd
+
+
+@functools.lru_cache(maxsize=8)
+def _load_demo_task_raw(name: str, seed: int, validation_fraction: float):
+    # Cached per process: parsing SNLI's 100k JSON lines takes seconds, and a
+    # demo or sweep fine-tunes a dozen subnetworks on the same task (datasets
+    # are immutable, so sharing the object is safe).
     import numpy as np
     from datasets import Dataset, DatasetDict
 
@@ -358,7 +369,7 @@ def load_demo_task(name: str, seed: int = 0, *, tokenizer=None, max_length: int 
         root = fetch_asset("nli")
         dd = DatasetDict({split: Dataset.from_dict(_read_snli(root / fname, spec.label_names), features=_features(spec))
                           for split, fname in spec.splits.items()})
-    return tokenize_pairs(dd, tokenizer, max_length=max_length) if tokenizer is not None else dd
+    return dd
 
 
 # ---------------------------------------------------------------------------
