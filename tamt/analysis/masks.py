@@ -122,6 +122,7 @@ def compare_masks(masks, names: list[str] | None = None) -> MaskComparison:
 def omp_masks_like(model, mask) -> dict[str, torch.Tensor]:
     """The OMP mask of ``model``'s base weights at each matrix's own sparsity in ``mask``."""
     from tamt.nn import base_model
+    from tamt.nn.scores import keep_largest
 
     masks, _ = _as_masks(mask)
     base = base_model(model)
@@ -129,10 +130,7 @@ def omp_masks_like(model, mask) -> dict[str, torch.Tensor]:
     for name, m in masks.items():
         mag = base.get_parameter(name).detach().abs().float()
         k = int((~m.bool()).sum())  # prune exactly as many as the mask does: the k smallest |W|
-        if k == 0:
-            out[name] = torch.ones_like(mag, dtype=torch.bool)
-        else:
-            out[name] = mag > mag.reshape(-1).kthvalue(k).values
+        out[name] = keep_largest(mag, k / mag.numel())
     return out
 
 

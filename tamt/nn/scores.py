@@ -7,26 +7,43 @@ uniformly random mask.  ``magnitude``: S = |W| (movement-pruning style).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from tamt import ops
+from tamt.ops._common import sparsity_to_k
 
 SCORE_INITS = ("omp", "random", "magnitude")
 
 
+def keep_largest(values: Tensor, sparsity: float) -> Tensor:
+    """Keep exactly the n - floor(s*n) largest values (ties broken by topk, as ``l1_unstructured`` does).
+
+    A threshold (``values > tau``) would prune *every* entry tied at tau, e.g.
+    all-zero padding rows of an embedding; selection by index is exact.
+    """
+    flat = values.detach().reshape(-1)
+    n = flat.numel()
+    k = sparsity_to_k(sparsity, n)
+    keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
+    if n - k > 0:
+        keep[torch.topk(flat, n - k, largest=True, sorted=False).indices] = True
+    return keep.view_as(values)
+
+
 def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
-    """OMP: keep all but the floor(s*n) smallest |W| (l1_unstructured semantics)."""
-    mag = weight.detach().abs().float()
-    return mag > ops.topk_threshold(mag, sparsity)
+    """OMP: keep all but the floor(s*n) smallest |W|, exactly."""
+    return keep_largest(weight.detach().abs(), sparsity)
 
 
 def random_mask(shape, sparsity: float, *, generator: torch.Generator | None = None, device=None) -> Tensor:
-    """Exactly floor(s*n) zeros at uniformly random positions (ties have probability ~0)."""
-    noise = torch.rand(shape, generator=generator, device=device if generator is None else generator.device)
-    if device is not None:
-        noise = noise.to(device)
-    return noise > ops.topk_threshold(noise, sparsity)
+    """Exactly floor(s*n) zeros at uniformly random positions (``generator`` is a CPU generator)."""
+    shape = tuple(shape)
+    n = math.prod(shape)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[torch.randperm(n, generator=generator)[: sparsity_to_k(sparsity, n)]] = False
+    return keep.view(shape).to(device) if device is not None else keep.view(shape)
 
 
 def init_scores(

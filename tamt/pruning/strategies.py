@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from tamt.nn import get_masks, masked_modules, patch_model, set_masks, update_thresholds
+from tamt.nn.scores import keep_largest, random_mask
+from tamt.ops._common import sparsity_to_k
 
 from .objectives import mlm_head_parameters
 
@@ -58,25 +60,6 @@ class Strategy:
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def exact_keep(values: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep the n - floor(s*n) largest values, exactly (ties broken by topk, as l1_unstructured does)."""
-    flat = values.detach().reshape(-1)
-    n = flat.numel()
-    k = math.floor(sparsity * n)
-    keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
-    if n - k > 0:
-        keep[torch.topk(flat, n - k, largest=True, sorted=False).indices] = True
-    return keep.view_as(values)
-
-
-def random_keep(shape, sparsity: float, gen: torch.Generator) -> torch.Tensor:
-    n = math.prod(shape)
-    k = math.floor(sparsity * n)
-    keep = torch.ones(n, dtype=torch.bool)
-    keep[torch.randperm(n, generator=gen)[:k]] = False
-    return keep.view(shape)
-
-
 def thresholds_exact(model: nn.Module) -> None:
     """Exact top-k thresholds, then break ties at tau so that exactly floor(s*n) scores are pruned.
 
@@ -91,7 +74,7 @@ def thresholds_exact(model: nn.Module) -> None:
                 continue
             flat = m.scores.view(-1)
             n = flat.numel()
-            k = math.floor(m.sparsity * n)
+            k = sparsity_to_k(m.sparsity, n)
             pruned = int((flat <= m.threshold).sum())
             if pruned > k:
                 tied = (flat == m.threshold).nonzero().view(-1)
@@ -118,9 +101,9 @@ class OneShotStrategy(Strategy):
         masks = {}
         for name, m in masked_modules(self.model):
             if self.init == "omp":
-                masks[f"{name}.weight"] = exact_keep(m.weight.abs(), self.s.sparsity)
+                masks[f"{name}.weight"] = keep_largest(m.weight.abs(), self.s.sparsity)
             else:
-                masks[f"{name}.weight"] = random_keep(tuple(m.weight.shape), self.s.sparsity, gen)
+                masks[f"{name}.weight"] = random_mask(tuple(m.weight.shape), self.s.sparsity, generator=gen)
         set_masks(self.model, masks)
 
 
@@ -136,9 +119,9 @@ class TamtStrategy(Strategy):
     def _initial_scores(self, weight: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
         if cfg.score_init == "omp":
-            keep = exact_keep(weight.abs(), self.s.sparsity)
+            keep = keep_largest(weight.abs(), self.s.sparsity)
         else:
-            keep = random_keep(tuple(weight.shape), self.s.sparsity, gen).to(weight.device)
+            keep = random_mask(tuple(weight.shape), self.s.sparsity, generator=gen).to(weight.device)
         s = keep.float() * (2.0 * cfg.t0)
         if cfg.tie_break:
             # Distinct scores so top-k prunes exactly floor(s*n) even where gradients are zero (embedding rows
@@ -245,7 +228,7 @@ class IMPStrategy(Strategy):
         for name, m in masked_modules(self.model):
             mag = m.weight.detach().abs().float()
             mag = torch.where(m.mask, mag, torch.full_like(mag, -1.0))  # pruned ones stay pruned
-            new[f"{name}.weight"] = exact_keep(mag, level)
+            new[f"{name}.weight"] = keep_largest(mag, level)
         # rewind every weight to its pre-trained value, then fix the new masks
         self.model.load_state_dict(self.pretrained, strict=False)
         set_masks(self.model, new)
