@@ -133,7 +133,9 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / \
         f"search_vs_imp_{'cuda' if torch.cuda.is_available() else 'cpu'}_s{args.sparsity}_{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rec, indent=1, default=str))
+    from tamt.io import atomic_write_text
+
+    atomic_write_text(out, json.dumps(rec, indent=1, default=str))
     print(f"wrote {out}")
     return 0
 

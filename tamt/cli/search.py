@@ -50,7 +50,10 @@ def register(subparsers) -> None:
                    help="exact: top-k every step (exact sparsity); paper: tau fixed, reset every --reset-interval")
     o.add_argument("--reset-interval", type=int, default=None, help="paper mode: steps between tau resets "
                    "(default 1000 MLM, 100 KD)")
-    o.add_argument("--score-init", choices=SCORE_INITS, default=None, help="initial mask of the scores")
+    o.add_argument("--score-init", choices=SCORE_INITS, default=None,
+                   help="score initialisation: omp = the paper's (2*t0 on the OMP mask, 0 elsewhere); omp-rank = "
+                        "the same mask with scores graded by |W|, for short searches (see tamt.nn.scores); "
+                        "random = 2*t0 on a random mask")
     o.add_argument("--imp-interval", type=int, default=None, help="IMP: steps between prune rounds (paper 2792)")
     o.add_argument("--head-fit-steps", type=int, default=None,
                    help="steps of dense head-only fitting for checkpoints without an MLM head")

@@ -131,7 +131,7 @@ def finetune(model="default", mask=None, task: str = "sst2", data="hub", *, trai
             ev = raw[split]
             if config.eval_size and config.eval_size < len(ev):
                 ev = subsample(ev, config.eval_size, seed=0, stratify=not info.is_regression)
-            eval_sets[split] = _tokenize_glue(ev, tokenizer, config.max_seq_length)
+            eval_sets[split] = _tokenize_glue(ev, tokenizer, config.max_seq_length, sort_by_length=True)
 
     per_seed, last_model = [], None
     for seed in config.seeds:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tamt.optim import adamw
+
 from . import metrics as M
 from .config import FinetuneConfig
 from .data import task_info
@@ -93,15 +95,42 @@ def count_pruned_nonzero(model: nn.Module) -> int:
 # ---------------------------------------------------------------------------
 # data
 
-def _tokenize_glue(ds, tokenizer, max_len):
+_DIRECT_TOKENIZE_MAX = 20_000  # rows; larger splits go through Dataset.map (batched, cached on disk)
+
+
+def _tokenize_glue(ds, tokenizer, max_len, *, sort_by_length: bool = False):
+    """Tokenise a GLUE-style split (``text_a``, optional ``text_b``, ``label``) to model inputs + label.
+
+    Small splits (the demo, subsampled training sets, capped dev sets) are
+    tokenised in one call: ``Dataset.map`` would spend about a second per call
+    hashing the tokenizer for its cache fingerprint, which is more than the
+    tokenisation.  ``sort_by_length`` orders an *evaluation* split by length so
+    that padded batches waste little compute (metrics do not depend on order).
+    """
+    from datasets import Dataset
+
     def enc(batch):
-        b = batch["text_b"]
+        b = batch.get("text_b")
         if b is None or all(x is None for x in b):
             return tokenizer(batch["text_a"], truncation=True, max_length=max_len)
         return tokenizer(batch["text_a"], [x or "" for x in b], truncation="longest_first", max_length=max_len)
 
-    keep = [c for c in ds.column_names if c != "label"]
-    return ds.map(enc, batched=True, remove_columns=keep, desc=None)
+    if len(ds) <= _DIRECT_TOKENIZE_MAX:
+        cols = {c: list(ds[c]) for c in ("text_a", "text_b") if c in ds.column_names}  # Column -> list
+        toks = enc(cols)
+        out = {k: list(toks[k]) for k in ("input_ids", "attention_mask", "token_type_ids") if k in toks}
+        if "label" in ds.column_names:
+            out["label"] = list(ds["label"])
+        res = Dataset.from_dict(out)
+    else:
+        keep = [c for c in ds.column_names if c != "label"]
+        res = ds.map(enc, batched=True, remove_columns=keep, desc=None)
+    if sort_by_length and len(res) > 1:
+        import numpy as np
+
+        lengths = np.array([len(x) for x in list(res["input_ids"])])
+        res = res.select(np.argsort(lengths, kind="stable"))
+    return res
 
 
 def _model_inputs(ds) -> list[str]:
@@ -216,7 +245,7 @@ def train_one_seed(
         {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps)
+    opt = adamw(groups, lr=cfg.lr, eps=cfg.adam_eps)
     warmup = int(cfg.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))

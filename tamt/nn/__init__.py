@@ -12,10 +12,10 @@ from .patching import (
     unpatch_model,
     update_thresholds,
 )
-from .scores import SCORE_INITS, init_scores, keep_largest, magnitude_mask, random_mask
+from .scores import SCORE_INITS, init_scores, keep_largest, magnitude_mask, random_mask, ranked_scores
 
 __all__ = [
     "ROLES", "role_of", "MaskedLinear", "MaskedEmbedding", "SparsityReport", "base_model", "get_masks",
     "masked_modules", "patch_model", "set_masks", "sparsity_report", "unpatch_model", "update_thresholds",
-    "SCORE_INITS", "init_scores", "keep_largest", "magnitude_mask", "random_mask",
+    "SCORE_INITS", "init_scores", "keep_largest", "magnitude_mask", "random_mask", "ranked_scores",
 ]

@@ -53,12 +53,13 @@ def dense_mask(weight: Tensor, scores: Tensor | None, threshold: Tensor | None, 
 
 def masked_linear_forward(x, weight, bias, scores, threshold, mask):
     m = dense_mask(weight, scores, threshold, mask)
-    return torch.nn.functional.linear(x, weight * m.to(weight.dtype), bias)
+    # where() instead of weight * m.float(): one pass, no float copy of the mask (the CPU fallback's hot path)
+    return torch.nn.functional.linear(x, torch.where(m, weight, 0.0), bias)
 
 
 def masked_linear_grad_input(grad, weight, scores, threshold, mask):
     m = dense_mask(weight, scores, threshold, mask)
-    return grad @ (weight * m.to(weight.dtype))
+    return grad @ torch.where(m, weight, 0.0)
 
 
 def masked_linear_grad_params(grad, x, weight, scores, threshold, mask, want_scores, want_weight):
@@ -68,7 +69,7 @@ def masked_linear_grad_params(grad, x, weight, scores, threshold, mask, want_sco
     dweight = None
     if want_weight:
         m = dense_mask(weight, scores, threshold, mask)
-        dweight = (g * m.to(g.dtype)).to(weight.dtype)
+        dweight = torch.where(m, g, 0.0).to(weight.dtype)
     return dscores, dweight
 
 

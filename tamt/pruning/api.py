@@ -168,7 +168,8 @@ def evaluate_context(ctx: SearchContext, model: nn.Module, *, batches: int | Non
     device = device or model.get_input_embeddings().weight.device
     was_training = model.training
     model.eval()
-    teacher = ctx.teacher.to(device) if "kd" in objectives else None
+    if "kd" in objectives:
+        ctx.teacher.to(device)
     enc = base_model(model)
     n = len(ctx.validation)
     stop = n if batches is None else min(n, batches * batch_size)
@@ -186,7 +187,7 @@ def evaluate_context(ctx: SearchContext, model: nn.Module, *, batches: int | Non
             mlm_s, mlm_c, mlm_ok = mlm_s + float(s), mlm_c + float(c), mlm_ok + float(ok)
         if "kd" in objectives:
             hs = enc(input_ids=ids, attention_mask=am, output_hidden_states=True).hidden_states
-            ht = teacher(input_ids=ids, attention_mask=am, output_hidden_states=True).hidden_states
+            ht = ctx.teacher_hidden((start, min(stop, start + batch_size), str(device)), ids, am)
             s, c = kd_loss_sum(hs, ht, am)
             L = len(hs) - 1
             kd_s, kd_c = kd_s + float(s), kd_c + float(c)

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tamt.optim import adamw
+
 from .objectives import mask_tokens, mlm_head_parameters, mlm_loss_sum
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,23 @@ class SearchContext:
     info: dict = field(default_factory=dict)  # base_model, fingerprint, head_initialised, head_fit_steps, ...
     _teacher: nn.Module | None = None
     special_ids: torch.Tensor | None = None
+    # held-out teacher hidden states by (first block, last block, device): every mask of a sweep is
+    # evaluated on the same blocks against the same frozen teacher, so its forward is done once
+    _teacher_cache: dict = field(default_factory=dict)
+    teacher_cache_bytes: int = 512 * 2**20
+
+    def teacher_hidden(self, key, ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple:
+        """The teacher's hidden states for a held-out batch, cached while the cache stays under its budget."""
+        hit = self._teacher_cache.get(key)
+        if hit is not None:
+            return hit
+        with torch.no_grad():
+            hs = tuple(self.teacher(input_ids=ids, attention_mask=attention_mask,
+                                    output_hidden_states=True).hidden_states)
+        used = sum(t.numel() * t.element_size() for v in self._teacher_cache.values() for t in v)
+        if used + sum(t.numel() * t.element_size() for t in hs) <= self.teacher_cache_bytes:
+            self._teacher_cache[key] = hs
+        return hs
 
     @property
     def teacher(self) -> nn.Module:
@@ -240,7 +259,7 @@ def fit_head(ctx: SearchContext, *, steps: int, lr: float, batch_size: int, seed
     enc = base_model(ctx.model)
     for _, p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW([p for _, p in params], lr=lr, weight_decay=0.0)
+    opt = adamw([p for _, p in params], lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1.0 - i / steps))
     gen = torch.Generator().manual_seed(seed + 7919)
     n = len(ctx.train)

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from tamt.nn import base_model, masked_modules, sparsity_report
+from tamt.optim import adamw
 
 from .config import SearchConfig
 from .context import SearchContext
@@ -124,7 +125,7 @@ class Searcher:
         if not groups:
             self.optimizer = self.scheduler = None
             return
-        self.optimizer = torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.999), eps=1e-8)
+        self.optimizer = adamw(groups, lr=self.config.lr, betas=(0.9, 0.999), eps=1e-8)
         n, warm = self.strategy.schedule_length(), self.config.warmup_steps
 
         def lam(i: int) -> float:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from tamt.nn import get_masks, masked_modules, patch_model, set_masks, update_thresholds
-from tamt.nn.scores import keep_largest, random_mask
+from tamt.nn.scores import keep_largest, random_mask, ranked_scores
 from tamt.ops._common import sparsity_to_k
 
 from .objectives import mlm_head_parameters
@@ -75,7 +75,7 @@ def thresholds_exact(model: nn.Module) -> None:
             flat = m.scores.view(-1)
             n = flat.numel()
             k = sparsity_to_k(m.sparsity, n)
-            pruned = int((flat <= m.threshold).sum())
+            pruned = int(torch.count_nonzero(flat <= m.threshold))  # (bool .sum() is 4x slower on CPU)
             if pruned > k:
                 tied = (flat == m.threshold).nonzero().view(-1)
                 lift = tied[tied.numel() - (pruned - k):]
@@ -118,6 +118,8 @@ class TamtStrategy(Strategy):
 
     def _initial_scores(self, weight: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
+        if cfg.score_init == "omp-rank":  # distinct scores already: no tie-break needed (see tamt.nn.scores)
+            return ranked_scores(weight, self.s.sparsity, t0=cfg.t0)
         if cfg.score_init == "omp":
             keep = keep_largest(weight.abs(), self.s.sparsity)
         else:

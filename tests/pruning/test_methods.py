@@ -181,3 +181,14 @@ def test_epochs_and_steps(tiny, tok, blocks):
     s = Searcher(ctx, SearchConfig(method="tamt-kd", sparsities=(0.5,), epochs=1.0, **FAST), sparsity=0.5)
     assert s.total_steps == len(blocks["train"]) // FAST["batch_size"]
     assert Searcher(ctx, SearchConfig(method="omp", sparsities=(0.5,), **FAST), sparsity=0.5).total_steps == 0
+
+
+def test_omp_rank_init_starts_at_the_omp_mask_and_moves(tiny, tok, blocks):
+    """score_init='omp-rank': step 0 is exactly OMP; training then changes the mask (KD objective)."""
+    omp = tamt.search(tiny, "omp", 0.5, blocks, tokenizer=tok, **FAST).masks
+    start = tamt.search(tiny, "tamt-kd", 0.5, blocks, tokenizer=tok, steps=0, score_init="omp-rank", **FAST).masks
+    assert all(torch.equal(start[k], omp[k]) for k in omp)
+    moved = tamt.search(tiny, "tamt-kd", 0.5, blocks, tokenizer=tok, steps=8, lr=3e-3, score_init="omp-rank",
+                        **FAST).masks
+    _check_exact(moved, 0.5)
+    assert any(not torch.equal(moved[k], omp[k]) for k in omp)
