@@ -33,19 +33,20 @@ def demo_config(quick: bool) -> dict:
 
     Fine-tuning dominates on a CPU: one step of all-MiniLM-L6-v2 on 16
     sentences of <= 32 tokens costs about 0.55 s on 2 cores (half of it in
-    GEMMs), and the demo fine-tunes 11 models on 2 tasks.  Quick: 11 steps per
-    run on 176 examples cut to 24 tokens, 96 dev examples (8 steps left every
-    model at chance; ~6-8 s per run); full: 50 steps per run on 800
+    GEMMs), and the demo fine-tunes 11 models on 2 tasks.  Quick: 10 steps per
+    run on 160 examples cut to 24 tokens, 80 dev examples (8 steps left every
+    model at chance; ~6-8 s per run; 11 steps on 176 took 5.2 min in a fresh
+    clone, over the 5-minute budget); full: 50 steps per run on 800
     examples cut to 48 tokens, 400 dev examples, and the cpu-small search
     preset (about 45 s per fine-tuning run).
     """
     if quick:
         search = {"preset": "quick"}
-        finetune = {"preset": "cpu-small", "eval_size": 96, "max_seq_length": 24,
+        finetune = {"preset": "cpu-small", "eval_size": 80, "max_seq_length": 24,
                     "epochs": 1.0, "lr": 3e-4, "batch_size": 16}
-        train_size = 176
+        train_size = 160
         # the MLM head every mask is judged with (fitted once, densely): same budget as the quick preset's
-        pretrain = {"batches": 3, "batch_size": 16, "head_fit_steps": 30, "head_fit_lr": 5e-3}
+        pretrain = {"batches": 2, "batch_size": 16, "head_fit_steps": 30, "head_fit_lr": 5e-3}
     else:
         search = {"preset": "cpu-small"}
         finetune = {"preset": "cpu-small", "eval_size": 400, "max_seq_length": 48,
