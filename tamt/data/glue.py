@@ -396,7 +396,8 @@ def subsample(dataset, n: int, seed: int = 0, stratify: bool = True, label_colum
                                         or str(getattr(feat, "dtype", "")).startswith(("int", "bool")))
     if not (stratify and categorical):
         return dataset.select(np.sort(rng.choice(total, size=n, replace=False)).tolist())
-    labels = np.asarray(dataset[label_column])
+    # one Arrow slice of the label column (iterating a datasets Column costs ~1.5 s per 100k rows)
+    labels = dataset.select_columns([label_column]).with_format("arrow")[:][label_column].to_numpy()
     classes, counts = np.unique(labels, return_counts=True)
     exact = counts * n / total
     take = np.floor(exact).astype(int)
