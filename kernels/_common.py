@@ -1,6 +1,7 @@
 """Shared pieces of the masked-GEMM kernels: mask-argument handling, the
-masked W-tile load (a ``triton.jit`` helper inlined into every GEMM), the
-GROUP_M tile swizzle and the autotune config lists.
+masked W-tile load (ONE ``triton.jit`` helper inlined into every GEMM, the
+mask mode a constexpr so that further modes slot in), the GROUP_M tile
+swizzle and the launch helper. Autotune configs live in ``_configs.py``.
 
 Mask forms (exactly one is given):
   * search mode: ``scores`` (weight's shape, float) and ``threshold`` (0-dim
@@ -8,7 +9,19 @@ Mask forms (exactly one is given):
     (the 0-dim threshold is rounded to scores' dtype first),
   * ``mask``: bool/uint8 tensor of weight's shape (nonzero = keep),
   * ``packed_mask``: uint8 1-D, ceil(N*K/8) bytes, element i of the row-major
-    flattened [N, K] weight is bit (i & 7) of byte (i >> 3).
+    flattened [N, K] weight is bit (i & 7) of byte (i >> 3). When K % 8 == 0
+    every row starts on a byte, so a tile reads one byte per 8 K-elements and
+    expands it with shifts (``PACKED_ROWS``); otherwise one byte per element.
+
+Which form is fastest is a property of the compiler as much as of the bytes
+moved: on Hopper the masked W tile is the register (A) operand of ``wgmma``,
+and Triton (3.6 checked) keeps it in registers only when everything between
+the shared-memory loads and the dot is elementwise on full tiles with
+constant operands. The uint8 mask (``!= 0``) qualifies; the runtime
+threshold (a broadcast scalar) and the bit expansion (a reshape) do not, so
+those forms round-trip the masked tile through shared memory once per
+K-step (pipelined, no ``wgmma.wait_group 0``). ``benchmarks/
+static_gpu_check.py`` records this per kernel and form.
 """
 from __future__ import annotations
 
@@ -72,6 +85,11 @@ class MaskArgs:
     threshold: Tensor  # 1-element tensor in scores' dtype, or a dummy
     bits: Tensor  # uint8 dense or packed mask, or a dummy
     cmp_dtype: object  # tl dtype used for scores > threshold
+    packed_rows: bool = False  # packed mask with byte-aligned rows (K % 8 == 0)
+    row_bytes: int = 0  # K // 8 when packed_rows
+
+    def kernel_kwargs(self) -> dict:
+        return dict(MASK_MODE=self.mode, CMP_DTYPE=self.cmp_dtype, PACKED_ROWS=self.packed_rows)
 
 
 def resolve_mask(
@@ -121,7 +139,8 @@ def resolve_mask(
     need = (N * K + 7) // 8
     if packed_mask.numel() != need:
         raise ValueError(f"packed_mask has {packed_mask.numel()} bytes, expected ceil({N}*{K}/8) = {need}")
-    return MaskArgs(MASK_PACKED, weight, weight, packed_mask.contiguous(), tl.float32)
+    rows = K % 8 == 0
+    return MaskArgs(MASK_PACKED, weight, weight, packed_mask.contiguous(), tl.float32, rows, K // 8 if rows else 0)
 
 
 def mask_reference(weight: Tensor, scores, threshold, mask, packed_mask) -> Tensor:
@@ -146,25 +165,66 @@ def check_int32_indexing(*tensors: Tensor) -> None:
 # Triton helpers
 # --------------------------------------------------------------------------
 @triton.jit
-def load_keep(s_ptr, thr, bits_ptr, idx, inb, MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr):
-    """Boolean keep-mask M[idx] (flat row-major index into [N, K])."""
+def load_w_keep(
+    w_ptr, s_ptr, thr, bits_ptr, n_idx, k_idx, k0, n_ok, k_ok, K, KB,
+    MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr, PACKED_ROWS: tl.constexpr, TRANS: tl.constexpr,
+    BLOCK_NN: tl.constexpr, BLOCK_KK: tl.constexpr,
+):
+    """The W tile and its keep-mask M, the single place a GEMM reads the mask.
+
+    ``n_idx`` [BLOCK_NN] are weight rows, ``k_idx`` [BLOCK_KK] weight columns
+    (k0 + arange when the tile is not wrapped; ``k0`` is a multiple of 8),
+    ``n_ok`` / ``k_ok`` their bounds. TRANS=False gives [BLOCK_NN, BLOCK_KK]
+    tiles (tile[i, j] = W[n_idx[i], k_idx[j]]), TRANS=True the transposed
+    [BLOCK_KK, BLOCK_NN] tiles, loaded transposed from memory rather than
+    transposed in registers (a register transpose would cost a shared-memory
+    round trip before the dot). Out-of-bounds entries come back W = 0,
+    keep = False. A new mask mode (e.g. N:M groups along K, which needs W)
+    is one more branch here.
+    """
+    if TRANS:
+        idx = k_idx[:, None] + n_idx[None, :] * K
+        inb = k_ok[:, None] & n_ok[None, :]
+    else:
+        idx = n_idx[:, None] * K + k_idx[None, :]
+        inb = n_ok[:, None] & k_ok[None, :]
+    w = tl.load(w_ptr + idx, mask=inb, other=0.0)
     if MASK_MODE == 0:
         s = tl.load(s_ptr + idx, mask=inb, other=0.0)
         keep = s.to(CMP_DTYPE) > thr
     elif MASK_MODE == 1:
         keep = tl.load(bits_ptr + idx, mask=inb, other=0) != 0
+    elif PACKED_ROWS:
+        # one byte per 8 consecutive k of a row, expanded with shifts
+        kb = k0 // 8 + tl.arange(0, BLOCK_KK // 8)
+        shifts = tl.arange(0, 8)
+        if TRANS:
+            byte = tl.load(bits_ptr + kb[:, None] + n_idx[None, :] * KB,
+                           mask=(kb < KB)[:, None] & n_ok[None, :], other=0).to(tl.int32)
+            bits = (byte[:, None, :] >> shifts[None, :, None]) & 1
+            keep = tl.reshape(bits, (BLOCK_KK, BLOCK_NN)) != 0
+        else:
+            byte = tl.load(bits_ptr + n_idx[:, None] * KB + kb[None, :],
+                           mask=n_ok[:, None] & (kb < KB)[None, :], other=0).to(tl.int32)
+            bits = (byte[:, :, None] >> shifts[None, None, :]) & 1
+            keep = tl.reshape(bits, (BLOCK_NN, BLOCK_KK)) != 0
+        keep = keep & inb
     else:
+        # rows not byte-aligned (K % 8 != 0): one byte gather per element
         byte = tl.load(bits_ptr + (idx >> 3), mask=inb, other=0).to(tl.int32)
         keep = ((byte >> (idx & 7)) & 1) != 0
-    return keep
+    return w, keep
 
 
 @triton.jit
-def load_masked_w(w_ptr, s_ptr, thr, bits_ptr, idx, inb, MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr):
-    """Load W[idx] with the pruned entries zeroed. ``inb`` is the boundary
-    mask; out-of-bounds entries come back 0."""
-    w = tl.load(w_ptr + idx, mask=inb, other=0.0)
-    keep = load_keep(s_ptr, thr, bits_ptr, idx, inb, MASK_MODE, CMP_DTYPE)
+def load_masked_w(
+    w_ptr, s_ptr, thr, bits_ptr, n_idx, k_idx, k0, n_ok, k_ok, K, KB,
+    MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr, PACKED_ROWS: tl.constexpr, TRANS: tl.constexpr,
+    BLOCK_NN: tl.constexpr, BLOCK_KK: tl.constexpr,
+):
+    """W * M as a tile (see load_w_keep for the arguments)."""
+    w, keep = load_w_keep(w_ptr, s_ptr, thr, bits_ptr, n_idx, k_idx, k0, n_ok, k_ok, K, KB,
+                          MASK_MODE, CMP_DTYPE, PACKED_ROWS, TRANS, BLOCK_NN, BLOCK_KK)
     return tl.where(keep, w, tl.zeros_like(w))
 
 
@@ -187,46 +247,6 @@ def swizzle_tile(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
     pid_n = (pid % num_pid_in_group) // group_size_m
     return pid_m, pid_n
-
-
-# --------------------------------------------------------------------------
-# Autotune configs
-# --------------------------------------------------------------------------
-def _cfg(bm, bn, bk, warps, stages, group=8):
-    return triton.Config(
-        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group}, num_warps=warps, num_stages=stages
-    )
-
-
-def gemm_configs(which: Optional[str] = None) -> list:
-    """Configs for a GEMM whose output tile is BLOCK_M x BLOCK_N and whose
-    reduction step is BLOCK_K (each kernel maps these names onto its own
-    dimensions).
-
-    ``which`` (default: env TAMT_AUTOTUNE, else "full"): "full" = the
-    Ampere/Hopper sweep; "off" = one mid-size config (test suites on a GPU,
-    where autotuning every odd shape would dominate the run time). Under the
-    interpreter always one small config.
-    """
-    which = which or os.environ.get("TAMT_AUTOTUNE", "full")
-    if interpreting():
-        return [_cfg(32, 32, 32, 4, 1, 4)]
-    if which == "off":
-        return [_cfg(64, 64, 32, 4, 3)]
-    return [
-        # tensor-core friendly (bf16/fp16) on Ampere/Hopper
-        _cfg(128, 256, 64, 8, 3),
-        _cfg(256, 128, 64, 8, 3),
-        _cfg(128, 128, 64, 8, 4),
-        _cfg(128, 128, 64, 4, 4),
-        _cfg(128, 64, 64, 4, 4),
-        _cfg(64, 128, 64, 4, 4),
-        _cfg(64, 64, 64, 4, 5),
-        # smaller K steps: fp32 (FMA with ieee precision) and small problems
-        _cfg(128, 128, 32, 8, 3),
-        _cfg(64, 128, 32, 4, 4),
-        _cfg(64, 64, 32, 4, 4),
-    ]
 
 
 def launch(kernel, grid, args: tuple, kwargs: dict, config=None) -> None:

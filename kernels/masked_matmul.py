@@ -3,6 +3,13 @@
 The mask is applied while each W tile is loaded (W*M never exists in global
 memory); the bias is added in the epilogue; accumulation is fp32 (fp64 for
 fp64 inputs). x [M, K], W [N, K] row-major, y [M, N] in x's dtype.
+
+Operand order: the kernel computes y^T = (W*M) @ x^T tile by tile, so the
+masked W tile is the LEFT operand of the dot. On Hopper ``wgmma`` reads its
+A operand from registers and only B from shared memory; with W*M on the left
+the masking happens in registers and the K-loop stays pipelined (several
+``wgmma`` groups in flight). With W*M on the right it would have to be
+stored back to shared memory every K-step, followed by ``wait_group 0``.
 """
 from __future__ import annotations
 
@@ -19,7 +26,6 @@ from ._common import (
     check_device,
     check_int32_indexing,
     dot_precision,
-    gemm_configs,
     launch,
     load_masked_w,
     load_threshold,
@@ -27,14 +33,21 @@ from ._common import (
     resolve_mask,
     swizzle_tile,
 )
+from ._configs import gemm_configs, make_pruner, token_bucket
 
 
-@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "MASK_MODE", "HAS_BIAS"])
-@triton.jit
+# Tile names: BLOCK_M tokens x BLOCK_N output features is the output tile
+# (computed transposed, [BLOCK_N, BLOCK_M]); BLOCK_K steps over in-features.
+@triton.autotune(
+    configs=gemm_configs("mm"),
+    key=["M_BUCKET", "N", "K", "MASK_MODE", "PACKED_ROWS", "HAS_BIAS"],
+    prune_configs_by={"early_config_prune": make_pruner("mm", "x_ptr", ("M_BUCKET", "N", "K"))},
+)
+@triton.jit(do_not_specialize=["M_BUCKET"])
 def _masked_matmul_fwd_kernel(
     x_ptr, w_ptr, s_ptr, thr_ptr, bits_ptr, b_ptr, y_ptr,
-    M, N, K,
-    MASK_MODE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    M, N, K, KB, M_BUCKET,
+    MASK_MODE: tl.constexpr, PACKED_ROWS: tl.constexpr, HAS_BIAS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, CMP_DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -46,25 +59,27 @@ def _masked_matmul_fwd_kernel(
     # by the masked store), so only the K edge needs a load mask.
     rm = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M)
     rn = tl.max_contiguous(tl.multiple_of(offs_n % N, BLOCK_N), BLOCK_N)
+    n_ok = rn < N
     rk = tl.arange(0, BLOCK_K)
     thr = load_threshold(thr_ptr, MASK_MODE, CMP_DTYPE)
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=ACC_DTYPE)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + rk
         kin = kk < K
-        a = tl.load(x_ptr + rm[:, None] * K + kk[None, :], mask=kin[None, :], other=0.0)
-        # W^T tile [BLOCK_K, BLOCK_N]: element (k, n) is W[n, k]
-        w_idx = rn[None, :] * K + kk[:, None]
-        b = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, w_idx, kin[:, None], MASK_MODE, CMP_DTYPE)
-        acc = tl.dot(a, b.to(a.dtype), acc, input_precision=DOT_PREC)
+        # (W*M) tile [BLOCK_N, BLOCK_K]: the register operand
+        wm = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, rn, kk, k0, n_ok, kin, K, KB,
+                           MASK_MODE, CMP_DTYPE, PACKED_ROWS, False, BLOCK_N, BLOCK_K)
+        # x^T tile [BLOCK_K, BLOCK_M]: element (k, m) is x[m, k]
+        xt = tl.load(x_ptr + rm[None, :] * K + kk[:, None], mask=kin[:, None], other=0.0)
+        acc = tl.dot(wm.to(xt.dtype), xt, acc, input_precision=DOT_PREC)
 
     if HAS_BIAS:
         bias = tl.load(b_ptr + rn).to(ACC_DTYPE)
-        acc = acc + bias[None, :]
+        acc = acc + bias[:, None]
     y = acc.to(y_ptr.dtype.element_ty)
-    out_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    tl.store(y_ptr + offs_m[:, None] * N + offs_n[None, :], y, mask=out_mask)
+    out_mask = (offs_n[:, None] < N) & (offs_m[None, :] < M)
+    tl.store(y_ptr + offs_m[None, :] * N + offs_n[:, None], y, mask=out_mask)
 
 
 def _check_gemm_dtypes(a: Tensor, weight: Tensor) -> None:
@@ -112,12 +127,11 @@ def masked_matmul(
         grid,
         (
             x, weight, margs.scores, margs.threshold, margs.bits, bias_arg, y,
-            M, N, K,
+            M, N, K, margs.row_bytes, token_bucket(M),
         ),
         dict(
-            MASK_MODE=margs.mode, HAS_BIAS=bias is not None,
-            ACC_DTYPE=acc_dtype(x.dtype), CMP_DTYPE=margs.cmp_dtype,
-            DOT_PREC=dot_precision(x.dtype, input_precision)
+            **margs.kernel_kwargs(), HAS_BIAS=bias is not None,
+            ACC_DTYPE=acc_dtype(x.dtype), DOT_PREC=dot_precision(x.dtype, input_precision),
         ),
         _config,
     )

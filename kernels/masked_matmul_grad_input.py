@@ -1,7 +1,11 @@
 """Fused masked linear input gradient: dx = grad_out @ (W * M).
 
 grad_out [M, N], W [N, K] row-major, dx [M, K] in grad_out's dtype. The mask
-is applied while each W tile is loaded, exactly as in the forward kernel.
+is applied while each W tile is loaded, exactly as in the forward kernel,
+and for the same reason the product is computed transposed,
+dx^T = (W*M)^T @ grad_out^T: the masked tile is the register (A) operand of
+the Hopper ``wgmma``. The (W*M)^T tile is loaded transposed from memory
+(``TRANS=True``), not transposed in registers.
 """
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ from ._common import (
     check_device,
     check_int32_indexing,
     dot_precision,
-    gemm_configs,
     launch,
     load_masked_w,
     load_threshold,
@@ -25,42 +28,51 @@ from ._common import (
     resolve_mask,
     swizzle_tile,
 )
+from ._configs import gemm_configs, make_pruner, token_bucket
 from .masked_matmul import _check_gemm_dtypes
 
 
-# Tile names: BLOCK_M x BLOCK_N is the output tile (rows of dx x columns K of
-# dx); BLOCK_K is the step over the reduction dimension (N of the weight).
-@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "MASK_MODE"])
-@triton.jit
+# Tile names: BLOCK_M tokens x BLOCK_N in-features (columns K of dx) is the
+# output tile (computed transposed); BLOCK_K steps over the reduction
+# dimension (N, the out-features of the weight).
+@triton.autotune(
+    configs=gemm_configs("mm"),
+    key=["M_BUCKET", "N", "K", "MASK_MODE", "PACKED_ROWS"],
+    prune_configs_by={"early_config_prune": make_pruner("mm", "g_ptr", ("M_BUCKET", "K", "N"))},
+)
+@triton.jit(do_not_specialize=["M_BUCKET"])
 def _masked_matmul_grad_input_kernel(
     g_ptr, w_ptr, s_ptr, thr_ptr, bits_ptr, dx_ptr,
-    M, N, K,
-    MASK_MODE: tl.constexpr,
+    M, N, K, KB, M_BUCKET,
+    MASK_MODE: tl.constexpr, PACKED_ROWS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, CMP_DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_m, pid_k = swizzle_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_N), GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_k = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
+    k_start = pid_k * BLOCK_N
+    offs_k = k_start + tl.arange(0, BLOCK_N)
     rm = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M)
     rk = tl.max_contiguous(tl.multiple_of(offs_k % K, BLOCK_N), BLOCK_N)
+    k_ok = rk < K
     rn = tl.arange(0, BLOCK_K)
     thr = load_threshold(thr_ptr, MASK_MODE, CMP_DTYPE)
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=ACC_DTYPE)
     for n0 in range(0, N, BLOCK_K):
         nn = n0 + rn
         nin = nn < N
-        g = tl.load(g_ptr + rm[:, None] * N + nn[None, :], mask=nin[None, :], other=0.0)
-        # W tile [BLOCK_K (n), BLOCK_N (k)] in its natural layout
-        w_idx = nn[:, None] * K + rk[None, :]
-        w = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, w_idx, nin[:, None], MASK_MODE, CMP_DTYPE)
-        acc = tl.dot(g, w.to(g.dtype), acc, input_precision=DOT_PREC)
+        # (W*M)^T tile [BLOCK_N (k), BLOCK_K (n)]: the register operand
+        wmt = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, nn, rk, k_start, nin, k_ok, K, KB,
+                            MASK_MODE, CMP_DTYPE, PACKED_ROWS, True, BLOCK_K, BLOCK_N)
+        # grad_out^T tile [BLOCK_K (n), BLOCK_M]: element (n, m) is grad_out[m, n]
+        gt = tl.load(g_ptr + rm[None, :] * N + nn[:, None], mask=nin[:, None], other=0.0)
+        acc = tl.dot(wmt.to(gt.dtype), gt, acc, input_precision=DOT_PREC)
 
     dx = acc.to(dx_ptr.dtype.element_ty)
-    out_mask = (offs_m[:, None] < M) & (offs_k[None, :] < K)
-    tl.store(dx_ptr + offs_m[:, None] * K + offs_k[None, :], dx, mask=out_mask)
+    out_mask = (offs_k[:, None] < K) & (offs_m[None, :] < M)
+    tl.store(dx_ptr + offs_m[None, :] * K + offs_k[:, None], dx, mask=out_mask)
 
 
 def masked_matmul_grad_input(
@@ -99,12 +111,11 @@ def masked_matmul_grad_input(
         grid,
         (
             grad_out, weight, margs.scores, margs.threshold, margs.bits, dx,
-            M, N, K,
+            M, N, K, margs.row_bytes, token_bucket(M),
         ),
         dict(
-            MASK_MODE=margs.mode,
-            ACC_DTYPE=acc_dtype(grad_out.dtype), CMP_DTYPE=margs.cmp_dtype,
-            DOT_PREC=dot_precision(grad_out.dtype, input_precision)
+            **margs.kernel_kwargs(),
+            ACC_DTYPE=acc_dtype(grad_out.dtype), DOT_PREC=dot_precision(grad_out.dtype, input_precision),
         ),
         _config,
     )

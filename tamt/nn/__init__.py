@@ -7,6 +7,7 @@ from .patching import (
     get_masks,
     masked_modules,
     patch_model,
+    prepare_step_masks,
     set_masks,
     sparsity_report,
     unpatch_model,
@@ -16,6 +17,7 @@ from .scores import SCORE_INITS, init_scores, keep_largest, magnitude_mask, rand
 
 __all__ = [
     "ROLES", "role_of", "MaskedLinear", "MaskedEmbedding", "SparsityReport", "base_model", "get_masks",
-    "masked_modules", "patch_model", "set_masks", "sparsity_report", "unpatch_model", "update_thresholds",
+    "masked_modules", "patch_model", "prepare_step_masks", "set_masks", "sparsity_report", "unpatch_model",
+    "update_thresholds",
     "SCORE_INITS", "init_scores", "keep_largest", "magnitude_mask", "random_mask", "ranked_scores",
 ]

@@ -93,6 +93,27 @@ def update_thresholds(model: nn.Module) -> Tensor | None:
     return taus
 
 
+def prepare_step_masks(model: nn.Module, tokens: int) -> int:
+    """Build, once per optimizer step, the mask form every masked linear of
+    ``model`` will read in its next forward / backward at ``tokens`` tokens
+    per call (see ``tamt.ops.mask_forms``); call it after
+    ``update_thresholds``. Optional: the ops build a stale form on first use
+    anyway; this moves the work to a known place. Returns how many forms are
+    ready."""
+    from tamt.ops import _backend, mask_forms
+    from tamt.ops.masked_linear import _SUPPORTED
+
+    ready = 0
+    for _, m in masked_modules(model):
+        if not isinstance(m, MaskedLinear):
+            continue
+        backend = _backend.resolve("gemm", m.weight.device.type, _SUPPORTED)
+        plan = mask_forms.plan_for(backend, m.weight.device, tokens, m.weight)
+        kw = m._mask_kwargs()
+        ready += mask_forms.prepare(plan, m.weight, kw.get("scores"), kw.get("threshold"), kw.get("mask")) is not None
+    return ready
+
+
 def get_masks(model: nn.Module) -> dict[str, Tensor]:
     """{weight name relative to the base encoder: bool mask} of every masked module."""
     return {f"{n}.weight": m.current_mask() for n, m in masked_modules(model)}

@@ -7,9 +7,15 @@
 
 Backends: see ``tamt.ops._backend`` (``set_backend``, ``use_backend``, env
 ``TAMT_BACKEND``).  Plain PyTorch references live in ``tamt.ops.reference``.
+
+Mask forms of the masked GEMMs and the once-per-step mask cache: see
+``tamt.ops.mask_forms`` (``set_mask_form``, ``use_mask_form``, env
+``TAMT_MASK_FORM``, ``step_mask``); the measured table ``auto`` reads:
+``tamt.ops.auto_table``.
 """
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
 from .masked_embedding import masked_embedding
+from .mask_forms import MASK_FORMS, get_mask_form, set_mask_form, step_mask, use_mask_form
 from .masked_linear import masked_linear
 from .packing import pack_mask, unpack_mask
 from .thresholds import topk_threshold, topk_thresholds
@@ -20,6 +26,11 @@ __all__ = [
     "set_backend",
     "use_backend",
     "masked_linear",
+    "MASK_FORMS",
+    "get_mask_form",
+    "set_mask_form",
+    "use_mask_form",
+    "step_mask",
     "masked_embedding",
     "topk_threshold",
     "topk_thresholds",

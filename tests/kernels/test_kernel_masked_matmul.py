@@ -9,7 +9,9 @@ from _kernel_helpers import assert_close_2x, mask_kwargs, pack_bits
 
 from tamt import kernels as K
 
-SHAPES = [(1, 1, 1), (5, 123, 77), (3, 17, 769), (37, 33, 64), (70, 40, 19)]  # M x N x K
+# M x N x K: K % 8 == 0 takes the byte-per-8-columns packed path (K = 40 also
+# wraps the grad-input column tiles), the others the per-element bit gather
+SHAPES = [(1, 1, 1), (5, 123, 77), (3, 17, 769), (37, 33, 64), (70, 40, 19), (6, 50, 40)]
 FORMS = ["scores", "bool", "uint8", "packed"]
 ATOL32 = 1e-6
 
@@ -112,7 +114,7 @@ def test_end_to_end_matches_autograd_ste(device):
 
 def test_explicit_config_path(device):
     """The _config override (used by the GPU sweep test) launches correctly."""
-    from tamt.kernels._common import gemm_configs
+    from tamt.kernels._configs import gemm_configs
 
     x, w, b, s, gy, thr = make(5, 40, 33, device=device)
     m = s > thr
@@ -254,22 +256,94 @@ def test_fp32_gpu_is_ieee_not_tf32():
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("form", ["scores", "packed"])
+@pytest.mark.parametrize("form", ["scores", "uint8", "packed"])
 def test_every_autotune_config_gpu(dtype, form):
-    """Every config of the production autotune sweep gives correct results
-    on a shape with ragged edges in all three dimensions."""
-    from tamt.kernels._common import gemm_configs
+    """Every config the pruner keeps for this device, dtype and mask form
+    launches (no OutOfResources) and gives correct results on a shape with
+    ragged edges in all three dimensions, grad-weight with and without
+    split-K."""
+    from tamt.kernels import _configs
+    from tamt.kernels._common import MASK_DENSE, MASK_PACKED, MASK_SCORES
 
     x, w, b, s, gy, thr = make(300, 520, 200, dtype=dtype, device="cuda")
-    m = s > thr
-    kw = mask_kwargs(form, s, thr)
+    s = s.float()  # fp32 scores with 16-bit weights, as the modules use them
+    m = s > thr.float()
+    kw = mask_kwargs(form, s, thr.float())
+    mode = {"scores": MASK_SCORES, "uint8": MASK_DENSE, "packed": MASK_PACKED}[form]
+    limit, cc = _configs.device_limits(torch.cuda.current_device())
     atol = 1e-2 if dtype == torch.bfloat16 else 1e-4
     g64 = gy.double().t() @ x.double()
-    for cfg in gemm_configs("full"):
-        y = K.masked_matmul(x, w, b, **kw, _config=cfg)
-        assert_close_2x(y, torch_forward(x, w, b, m), ref64_forward(x, w, b, m), atol)
-        dx = K.masked_matmul_grad_input(gy, w, **kw, _config=cfg)
-        assert_close_2x(dx, gy @ (w * m), gy.double() @ (w.double() * m), atol)
-        ds, dw = K.masked_matmul_grad_weight(gy, x, w, **kw, want_scores=True, want_weight=True, _config=cfg)
-        assert_close_2x(ds, (gy.t() @ x) * w, g64 * w.double(), atol)
-        assert_close_2x(dw, (gy.t() @ x) * m, g64 * m, atol)
+    for family in ("mm", "gw"):
+        for cfg in _configs.surviving_configs(family, dtype, mode, limit, capability=cc, which="full"):
+            if family == "mm":
+                y = K.masked_matmul(x, w, b, **kw, _config=cfg)
+                assert_close_2x(y, torch_forward(x, w, b, m), ref64_forward(x, w, b, m), atol)
+                dx = K.masked_matmul_grad_input(gy, w, **kw, _config=cfg)
+                assert_close_2x(dx, gy @ (w * m), gy.double() @ (w.double() * m), atol)
+                continue
+            for split in (1, 3):
+                ds, dw = K.masked_matmul_grad_weight(gy, x, w, **kw, want_scores=True, want_weight=True,
+                                                     split_k=split, _config=cfg)
+                assert_close_2x(ds.float(), ((gy.t() @ x) * w).float(), g64 * w.double(), atol)
+                assert_close_2x(dw, (gy.t() @ x) * m, g64 * m, atol)
+
+
+@pytest.mark.gpu
+@gpu
+def test_split_k_deterministic_gpu():
+    """Deterministic split-K is bitwise reproducible; atomic split-K agrees."""
+    x, w, _, s, gy, thr = make(4096, 768, 768, dtype=torch.bfloat16, device="cuda")
+    s = s.float()
+    runs = [K.masked_matmul_grad_weight(gy, x, w, scores=s, threshold=thr.float(), want_scores=True,
+                                        want_weight=False, split_k=4, deterministic=True)[0] for _ in range(3)]
+    assert all(torch.equal(runs[0], r) for r in runs[1:])
+    atomic = K.masked_matmul_grad_weight(gy, x, w, scores=s, threshold=thr.float(), want_scores=True,
+                                         want_weight=False, split_k=4, deterministic=False)[0]
+    torch.testing.assert_close(atomic, runs[0], rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- split-K
+@pytest.mark.parametrize("shape", [(37, 33, 64), (70, 40, 19), (100, 9, 24)])
+@pytest.mark.parametrize("form", ["scores", "uint8", "packed"])
+@pytest.mark.parametrize("split,deterministic", [(2, False), (3, True), (5, False)])
+def test_grad_weight_split_k(shape, form, split, deterministic, device):
+    """Split-K over tokens (atomics or the deterministic two-pass sum) gives
+    the same STE products, incl. splits that end up empty."""
+    x, w, _, s, gy, thr = make(*shape, device=device)
+    m = s > thr
+    ds, dw = K.masked_matmul_grad_weight(gy, x, w, **mask_kwargs(form, s, thr), want_scores=True, want_weight=True,
+                                         split_k=split, deterministic=deterministic)
+    g64 = gy.double().t() @ x.double()
+    g32 = gy.t() @ x
+    assert_close_2x(ds, g32 * w, g64 * w.double(), ATOL32)
+    assert_close_2x(dw, g32 * m, g64 * m, ATOL32)
+    assert (dw[~m] == 0).all()
+
+
+def test_grad_weight_split_k_fp64_and_16bit_outputs(device):
+    """fp64 partials stay fp64; the deterministic pass is bitwise repeatable."""
+    x, w, _, s, gy, thr = make(70, 24, 40, dtype=torch.float64, device=device)
+    m = s > thr
+    ds, dw = K.masked_matmul_grad_weight(gy, x, w, scores=s, threshold=thr, want_scores=True, want_weight=True,
+                                         split_k=3, deterministic=True)
+    g = gy.t() @ x
+    torch.testing.assert_close(ds, g * w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dw, g * m, rtol=1e-12, atol=1e-12)
+    again = K.masked_matmul_grad_weight(gy, x, w, scores=s, threshold=thr, want_scores=True, want_weight=False,
+                                        split_k=3, deterministic=True)[0]
+    assert torch.equal(again, ds)
+
+
+def test_choose_split_fills_the_machine():
+    from tamt.kernels.masked_matmul_grad_weight import choose_split
+
+    # BERT-base on 132 SMs: 36 and 144 tiles of 128 x 128 -> split so that one wave is ~full
+    assert choose_split(8192, 768, 768, 132) == 3
+    assert choose_split(8192, 3072, 768, 132) in (3, 4)
+    # enough tiles already, or too few tokens to split, or no GPU: no split
+    assert choose_split(8192, 30522, 768, 132) == 1
+    assert choose_split(300, 768, 768, 132) == 1
+    assert choose_split(8192, 768, 768, 1) == 1
+    for m in (512, 4096, 65536):
+        s = choose_split(m, 768, 768, 132)
+        assert 1 <= s <= 16 and m // s >= 256

@@ -120,8 +120,10 @@ def test_opcheck_and_compile():
     b = torch.randn(4, requires_grad=True)
     s = torch.randn(4, 7, requires_grad=True)
     tau = torch.tensor(0.1)
-    opcheck(torch.ops.tamt.masked_linear.default, (x, w, b, s, tau, None, "torch"))
-    opcheck(torch.ops.tamt.masked_linear.default, (x, w.requires_grad_(), b, None, None, s > 0.1, "torch"))
+    opcheck(torch.ops.tamt.masked_linear.default, (x, w, b, s, tau, None, None, "torch"))
+    opcheck(torch.ops.tamt.masked_linear.default, (x, w.requires_grad_(), b, None, None, s > 0.1, None, "torch"))
+    w_eff = torch.where(s.detach() > tau, w.detach(), 0.0)
+    opcheck(torch.ops.tamt.masked_linear.default, (x, w.detach(), b, s, tau, None, w_eff, "materialize"))
     w.requires_grad_(False)
 
     def f(x, s):

@@ -1,0 +1,437 @@
+#!/usr/bin/env python
+"""Static GPU checks of the Triton kernels, no GPU needed.
+
+Compiles every Triton kernel x every autotune config that survives pruning
+for an NVIDIA target (sm_90 = H100/H200, sm_80 = A100) with the
+specialisation a real launch gets, and checks the generated code:
+  * shared memory within the target's opt-in limit (a config that survives
+    pruning but needs more would fail the launch with OutOfResources),
+  * no local-memory spills (``ptxas -v``, the same ptxas Triton uses),
+  * for the 16-bit forward, grad-input and grad-weight GEMMs on sm_90: the
+    PTX uses ``wgmma`` and there is no ``wgmma.wait_group 0`` inside the main
+    K-loop (the loop stays pipelined).
+
+The launch arguments are produced by calling the real host wrappers
+(``tamt.kernels``) on meta tensors of BERT-base shapes with the launch
+captured instead of run, so the signature, constexprs and divisibility
+hints (pointers 16-byte aligned, sizes divisible by 16, ints equal to 1
+folded) are those of a training launch. One record per kernel x config x
+dtype x mask form with the fields
+  kernel, config, dtype, mask_form, arch, shared_bytes, shared_limit,
+  registers, spill_bytes, wgmma, mma_sync, wait0_in_loop
+(+ shared_estimate, smem_stores_in_loop, ok, violations, ...). Exits
+non-zero when a surviving config breaks a rule.
+
+  python benchmarks/static_gpu_check.py --arch 90 --json OUT.json [--markdown OUT.md]
+  python benchmarks/static_gpu_check.py --arch 80 --ci     # the CI subset
+
+``--ci``: the bf16 configs that survive pruning (search-mode scores form)
+plus one uint8-, one packed-mask and one fp32 case per kernel; on sm_80
+only the surviving config with the largest shared-memory estimate per
+kernel and dtype. The default is the full sweep.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# BERT-base training launch: 4096 tokens (32 x 128), 768 x 768 weights.
+TOKENS, OUT_F, IN_F = 4096, 768, 768
+GEMM_KERNELS = ("masked_matmul_fwd", "masked_matmul_grad_input", "masked_matmul_grad_weight")
+
+
+def _setup_env(cache_dir: str) -> None:
+    os.environ.pop("TRITON_INTERPRET", None)
+    os.environ["TRITON_CACHE_DIR"] = cache_dir  # fresh: every compile runs ptxas
+    os.environ.setdefault("TAMT_AUTOTUNE", "full")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+
+
+# ----------------------------------------------------------------- launches
+def _kernel_modules():
+    """The kernel modules (by module path: tamt.kernels re-exports functions
+    under the same names as some modules)."""
+    import importlib
+
+    return tuple(importlib.import_module(f"tamt.kernels.{m}") for m in
+                 ("_common", "masked_matmul", "masked_matmul_grad_input", "masked_matmul_grad_weight", "mask_build"))
+
+
+def _capture_launches(fn):
+    """Run ``fn`` with tamt.kernels' launch() replaced by a recorder."""
+    common, fw, gi, gw, mb = _kernel_modules()
+    calls = []
+
+    def record(kernel, grid, args, kwargs, config=None):
+        calls.append((kernel, args, dict(kwargs)))
+
+    mods = (common, fw, gi, gw, mb)
+    saved = [(m, m.launch, getattr(m, "check_device", None)) for m in mods]
+    try:
+        for m in mods:
+            m.launch = record
+            if hasattr(m, "check_device"):
+                m.check_device = lambda *t: None
+        fn()
+    finally:
+        for m, launch, cd in saved:
+            m.launch = launch
+            if cd is not None:
+                m.check_device = cd
+    return calls
+
+
+def _jit_fn(kernel):
+    from triton.runtime.jit import JITFunction
+
+    return kernel if isinstance(kernel, JITFunction) else kernel.fn  # Autotuner -> JITFunction
+
+
+def _spec(kernel, args, kwargs):
+    """(signature, constexprs, attrs) as a real launch specialises them."""
+    import torch
+
+    fn = _jit_fn(kernel)
+    sig, consts, attrs = {}, {}, {}
+    it = iter(args)
+    tl_names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
+                torch.uint8: "u8", torch.int32: "i32", torch.int64: "i64", torch.bool: "u1"}
+    for p in fn.params:
+        if p.is_constexpr:
+            if p.name in kwargs:
+                consts[p.name] = kwargs[p.name]
+                sig[p.name] = "constexpr"
+            continue
+        v = next(it)
+        if isinstance(v, torch.Tensor):
+            sig[p.name] = "*" + tl_names[v.dtype]
+            attrs[(p.num,)] = [["tt.divisibility", 16]]  # fresh allocations are 256-byte aligned
+        elif isinstance(v, bool):
+            sig[p.name] = "i1"
+        elif isinstance(v, int):
+            if v == 1 and not p.do_not_specialize:
+                sig[p.name] = "constexpr"
+                consts[p.name] = 1
+            else:
+                sig[p.name] = "i32" if -2**31 <= v < 2**31 else "i64"
+                if v % 16 == 0 and not p.do_not_specialize:
+                    attrs[(p.num,)] = [["tt.divisibility", 16]]
+        elif isinstance(v, float):
+            sig[p.name] = "fp32"
+        else:
+            raise TypeError(f"{p.name}: cannot specialise {type(v)}")
+    return sig, consts, attrs
+
+
+def _cfg_name(c: dict) -> str:
+    if "BLOCK_K" in c:
+        return f"BM{c['BLOCK_M']}_BN{c['BLOCK_N']}_BK{c['BLOCK_K']}_w{c['num_warps']}_s{c['num_stages']}"
+    return f"w{c['num_warps']}_s{c['num_stages']}"
+
+
+def build_cases(arch: int, ci: bool) -> list[dict]:
+    """Every (kernel, launch specialisation, config) to compile."""
+    import torch
+    import triton.language as tl
+
+    from tamt.kernels import _configs
+
+    _, fw, gi, gw, mb = _kernel_modules()
+
+    limit = _configs.SHARED_LIMIT[arch]
+    meta = dict(device="meta")
+    M, N, K = TOKENS, OUT_F, IN_F
+    cases: list[dict] = []
+
+    def mask_kw(form, w, score_dtype=torch.float32):
+        if form == "scores":
+            return dict(scores=torch.empty(w.shape, dtype=score_dtype, **meta),
+                        threshold=torch.empty((), dtype=score_dtype, **meta))
+        if form == "uint8":
+            return dict(mask=torch.empty(w.shape, dtype=torch.uint8, **meta))
+        return dict(packed_mask=torch.empty((w.numel() + 7) // 8, dtype=torch.uint8, **meta))
+
+    def add(kernel_name, family, dtype, form, launch_fn, extra=None, select=None):
+        calls = _capture_launches(launch_fn)
+        for kernel, args, kwargs in calls:
+            fn = _jit_fn(kernel)
+            sig, consts, attrs = _spec(kernel, args, kwargs)
+            name = kernel_name if kernel is calls[0][0] else fn.__name__.strip("_").replace("_kernel", "")
+            if hasattr(kernel, "configs"):  # autotuned: the configs the pruner keeps
+                mode = kwargs["MASK_MODE"]
+                sbytes = 4 if form == "scores" else 2
+                cfgs = _configs.surviving_configs(family, dtype, mode, limit, capability=arch, score_bytes=sbytes,
+                                                  tokens=_configs.token_bucket(M), rows=None, cols=None)
+                elem = torch.empty((), dtype=dtype).element_size()
+                cfgs = [(dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages),
+                         _configs.shared_estimate(family, c, elem, mode, sbytes)) for c in cfgs]
+            else:
+                cfgs = [(dict(num_warps=kwargs.get("num_warps", 4), num_stages=kwargs.get("num_stages", 3)), None)]
+            if select is not None and hasattr(kernel, "configs"):
+                cfgs = select(cfgs)
+            for cfg, est in cfgs:
+                c = dict(cfg)
+                warps, stages = c.pop("num_warps"), c.pop("num_stages")
+                cases.append(dict(
+                    kernel=name, module=fn.__module__, fn=fn.__name__, arch=arch,
+                    dtype=str(dtype).replace("torch.", ""), mask_form=form,
+                    config=_cfg_name(cfg), signature=sig, constexprs={**consts, **c},
+                    attrs=[[list(k), v] for k, v in attrs.items()], num_warps=warps, num_stages=stages,
+                    shared_limit=limit, shared_estimate=est,
+                    gemm=name in GEMM_KERNELS, **(extra or {}),
+                ))
+
+    def largest(cfgs):  # sm_80 CI: the config closest to the limit
+        return [max(cfgs, key=lambda ce: ce[1] or 0)]
+
+    def first(cfgs):
+        return cfgs[:1]
+
+    dtypes = [torch.bfloat16, torch.float16, torch.float32]
+    forms = ["scores", "uint8", "packed"]
+    for dtype in dtypes:
+        for form in forms:
+            if ci:
+                if arch == 80:
+                    if not ((dtype == torch.bfloat16 and form == "scores") or (dtype == torch.float32 and form == "scores")):
+                        continue
+                    select = largest
+                elif dtype == torch.bfloat16 and form == "scores":
+                    select = None
+                elif (dtype == torch.bfloat16 and form in ("uint8", "packed")) or (dtype == torch.float32 and form == "uint8"):
+                    select = first
+                else:
+                    continue
+            else:
+                select = None
+            x = torch.empty(M, K, dtype=dtype, **meta)
+            w = torch.empty(N, K, dtype=dtype, **meta)
+            b = torch.empty(N, dtype=dtype, **meta)
+            gy = torch.empty(M, N, dtype=dtype, **meta)
+            kw = mask_kw(form, w)
+            add("masked_matmul_fwd", "mm", dtype, form, lambda: fw.masked_matmul(x, w, b, **kw), select=select)
+            add("masked_matmul_grad_input", "mm", dtype, form,
+                lambda: gi.masked_matmul_grad_input(gy, w, **kw), select=select)
+            # grad-weight: search mode (dscores, split-K with atomics) for the scores form, fine-tuning
+            # mode (dweight, the mask read in the epilogue; 16-bit weights use the deterministic
+            # partial-sum pass) for the fixed-mask forms.
+            want_s = form == "scores"
+            for split in (1, 4):
+                sel = select
+                if ci and split == 1:  # CI: the split-K (production) variant of every config, one unsplit
+                    if not (dtype == torch.bfloat16 and form == "scores"):
+                        continue
+                    sel = largest if arch == 80 else first
+                add("masked_matmul_grad_weight", "gw", dtype, form,
+                    lambda: gw.masked_matmul_grad_weight(gy, x, w, **kw, want_scores=want_s, want_weight=not want_s,
+                                                         split_k=split, deterministic=False),
+                    extra=dict(split=split), select=sel)
+    # the per-step mask pass
+    s = torch.empty(N, K, dtype=torch.float32, **meta)
+    thr = torch.empty((), dtype=torch.float32, **meta)
+    wb = torch.empty(N, K, dtype=torch.bfloat16, **meta)
+    for form in mb.FORMS:
+        if ci and arch == 80:
+            continue
+        add("binarize_" + form, None, torch.float32, form, lambda: mb.binarize(s, thr, form, weight=wb))
+    # the segmented radix select (thresholds): fixed launch parameters
+    if not (ci and arch == 80):
+        import importlib
+
+        sk = importlib.import_module("tamt.kernels.segmented_kth")
+
+        hist_sig = dict(data_ptr="*fp32", chunk_seg_ptr="*i32", chunk_start_ptr="*i64", seg_end_ptr="*i64",
+                        prefix_ptr="*i64", hist_ptr="*i32", nan_ptr="*i32")
+        for first in (True, False):
+            consts = dict(KEY_DTYPE=tl.uint32, FLOAT_DTYPE=tl.float32, SIGN_SHIFT=31, SHIFT=24 if first else 16,
+                          DIGIT_BITS=8, FIRST=first, NBINS=256, CHUNK=65536, BLOCK=4096)
+            cases.append(_manual_case(sk._seg_hist_kernel, arch, limit, "seg_hist" + ("_first" if first else ""),
+                                      hist_sig, consts, warps=8, stages=3))
+        cases.append(_manual_case(sk._pick_digit_kernel, arch, limit, "pick_digit",
+                                  dict(hist_ptr="*i32", k_rem_ptr="*i64", prefix_ptr="*i64"),
+                                  dict(DIGIT_BITS=8, NBINS=256), warps=4, stages=1))
+    # dedupe (the reduce kernel is captured by several grad-weight launches)
+    seen, out = set(), []
+    for c in cases:
+        key = json.dumps({k: c[k] for k in ("kernel", "signature", "constexprs", "num_warps", "num_stages")},
+                         sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def _manual_case(fn, arch, limit, name, sig, consts, warps, stages) -> dict:
+    return dict(kernel=name, module=fn.__module__, fn=fn.__name__, arch=arch, dtype="float32", mask_form="-",
+                config=f"w{warps}_s{stages}", signature={**sig, **{k: "constexpr" for k in consts}},
+                constexprs=consts, attrs=[[[i], [["tt.divisibility", 16]]] for i in range(len(sig))],
+                num_warps=warps, num_stages=stages, shared_limit=limit, shared_estimate=None, gemm=False)
+
+
+# ----------------------------------------------------------------- compile
+def _main_loop(ptx: str) -> list[str]:
+    """Lines of the loop with the most MMA/FMA instructions (the K-loop)."""
+    lines = ptx.splitlines()
+    labels = {}
+    for i, line in enumerate(lines):
+        m = re.match(r"^\s*(\$\w+):", line)
+        if m:
+            labels[m.group(1)] = i
+    best, best_n = [], -1
+    for i, line in enumerate(lines):
+        m = re.search(r"\bbra(?:\.uni)?\s+(\$\w+);", line)
+        if m and m.group(1) in labels and labels[m.group(1)] < i:
+            body = lines[labels[m.group(1)]: i + 1]
+            n = sum(("wgmma.mma_async" in b) or ("mma.sync" in b) or ("fma.rn.f32" in b) or ("fma.rn.f64" in b)
+                    for b in body)
+            if n > best_n:
+                best, best_n = body, n
+    return best
+
+
+def _ptxas_stats(log: str) -> tuple[int, int]:
+    regs = [int(v) for v in re.findall(r"Used (\d+) registers", log)]
+    spills = [int(a) + int(b) for a, b in re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)]
+    return (max(regs) if regs else -1), (max(spills) if spills else -1)
+
+
+def compile_case(case: dict) -> dict:
+    import importlib
+
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    try:
+        triton.knobs.nvidia.dump_ptxas_log = True
+    except AttributeError:  # older Triton
+        os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"
+    mod = importlib.import_module(case["module"])
+    fn = _jit_fn(getattr(mod, case["fn"]))
+    consts = dict(case["constexprs"])
+    sig = dict(case["signature"])
+    attrs = {tuple(k): v for k, v in case["attrs"]}
+    rec = {k: case[k] for k in ("kernel", "config", "dtype", "mask_form", "arch", "shared_limit", "shared_estimate")}
+    rec.update(split=case.get("split"), triton=triton.__version__)
+    t0 = time.time()
+    out = io.StringIO()
+    try:
+        src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+        with contextlib.redirect_stdout(out):
+            k = triton.compile(src, target=GPUTarget("cuda", case["arch"], 32),
+                               options=dict(num_warps=case["num_warps"], num_stages=case["num_stages"]))
+    except Exception as exc:  # a compile failure is a finding, not a crash of the check
+        rec.update(ok=False, violations=[f"compile failed: {type(exc).__name__}: {str(exc)[:400]}"],
+                   compile_s=round(time.time() - t0, 2))
+        return rec
+    ptx = k.asm["ptx"]
+    regs, spills = _ptxas_stats(out.getvalue())
+    loop = _main_loop(ptx)
+    rec.update(
+        shared_bytes=int(k.metadata.shared), registers=regs, spill_bytes=spills,
+        wgmma=ptx.count("wgmma.mma_async"), mma_sync=ptx.count("mma.sync"),
+        wait0_in_loop=any(re.search(r"wgmma\.wait_group\.sync\.aligned\s+0;", b) for b in loop),
+        smem_stores_in_loop=sum("st.shared" in b for b in loop),
+        compile_s=round(time.time() - t0, 2),
+    )
+    v = []
+    if rec["shared_bytes"] > case["shared_limit"]:
+        v.append(f"shared memory {rec['shared_bytes']} B > limit {case['shared_limit']} B")
+    if spills != 0:
+        v.append(f"local-memory spills: {spills} B" if spills > 0 else "no ptxas -v report")
+    if case["gemm"] and case["arch"] == 90 and case["dtype"] in ("bfloat16", "float16"):
+        if rec["wgmma"] == 0:
+            v.append("no wgmma on sm_90")
+        if rec["wait0_in_loop"]:
+            v.append("wgmma.wait_group 0 inside the main K-loop")
+    rec.update(ok=not v, violations=v)
+    return rec
+
+
+def _worker_init(cache_dir: str) -> None:
+    _setup_env(cache_dir)
+
+
+def markdown(records: list[dict]) -> str:
+    import triton
+
+    rows = ["| kernel | dtype | mask form | config | smem B (est) | limit | regs | spill B | wgmma | mma.sync "
+            "| wait 0 in loop | st.shared in loop | ok |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        est = f" ({r['shared_estimate']})" if r.get("shared_estimate") else ""
+        rows.append(
+            f"| {r['kernel']}{'' if not r.get('split') else ' split ' + str(r['split'])} | {r['dtype']} "
+            f"| {r['mask_form']} | {r['config']} | {r.get('shared_bytes', '-')}{est} | {r['shared_limit']} "
+            f"| {r.get('registers', '-')} | {r.get('spill_bytes', '-')} | {r.get('wgmma', '-')} "
+            f"| {r.get('mma_sync', '-')} | {r.get('wait0_in_loop', '-')} | {r.get('smem_stores_in_loop', '-')} "
+            f"| {'yes' if r['ok'] else 'NO: ' + '; '.join(r['violations'])} |")
+    head = (f"Static GPU check, sm_{records[0]['arch'] if records else '?'}, Triton {triton.__version__}: "
+            f"{sum(r['ok'] for r in records)}/{len(records)} kernel x config cases pass.\n\n")
+    return head + "\n".join(rows) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", type=int, default=90, choices=(80, 90), help="compute capability to compile for")
+    ap.add_argument("--json", default=None, help="write one record per case to this JSON file")
+    ap.add_argument("--markdown", default=None, help="also write a Markdown table")
+    ap.add_argument("--ci", action="store_true", help="the CI subset (see above); default: full sweep")
+    ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="parallel compiles")
+    ap.add_argument("--list", action="store_true", help="list the cases, compile nothing")
+    args = ap.parse_args(argv)
+
+    cache = tempfile.mkdtemp(prefix="tamt-static-check-")
+    _setup_env(cache)
+    try:
+        import triton  # noqa: F401
+        from triton.backends.nvidia.compiler import get_ptxas  # noqa: F401
+    except Exception as exc:
+        print(f"static_gpu_check: needs triton with the NVIDIA backend (pip install triton): {exc}", file=sys.stderr)
+        return 2
+    cases = build_cases(args.arch, args.ci)
+    if args.list:
+        for c in cases:
+            print(c["kernel"], c["dtype"], c["mask_form"], c["config"], c.get("split"))
+        print(f"{len(cases)} cases")
+        return 0
+    t0 = time.time()
+    print(f"compiling {len(cases)} kernel x config cases for sm_{args.arch} with {args.jobs} jobs ...", flush=True)
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, initializer=_worker_init, initargs=(cache,)) as ex:
+            records = list(ex.map(compile_case, cases))
+    else:
+        records = [compile_case(c) for c in cases]
+    bad = [r for r in records if not r["ok"]]
+    for r in records:
+        flag = "ok " if r["ok"] else "BAD"
+        print(f"{flag} {r['kernel']:28s} {r['dtype']:8s} {r['mask_form']:6s} {r['config']:28s} "
+              f"smem {r.get('shared_bytes', '-'):>6} (est {r.get('shared_estimate') or '-'}) regs {r.get('registers', '-'):>3} spill {r.get('spill_bytes', '-')} "
+              f"wgmma {r.get('wgmma', '-')} wait0 {r.get('wait0_in_loop', '-')} st.shared/loop "
+              f"{r.get('smem_stores_in_loop', '-')}" + ("" if r["ok"] else "  <- " + "; ".join(r["violations"])))
+    print(f"{len(records) - len(bad)}/{len(records)} pass in {time.time() - t0:.0f} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(records))
+        print(f"wrote {args.markdown}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
