@@ -291,6 +291,7 @@ def auto_table_from_rows(rows, env) -> dict:
                             best=best, ms={p: round(v, 5) for p, v in ms.items()}))
     return dict(format=auto_table.FORMAT, device_name=env.get("device_name"), capability=env.get("sm"),
                 torch=env.get("torch"), triton=env.get("triton"), created=env.get("date"),
+                autotune=env.get("autotune"),
                 source="benchmarks/bench_kernels.py (search mode, fp32 scores, fwd+bwd of one micro-batch incl. "
                        "the per-step mask build, median ms)", entries=entries)
 
@@ -405,6 +406,7 @@ def environment(device):
             env["driver"] = None
     else:
         env.update(device_name=platform.processor() or "cpu", threads=torch.get_num_threads())
+    env["autotune"] = os.environ.get("TAMT_AUTOTUNE", "full")
     return env
 
 
@@ -418,7 +420,8 @@ def _atomic_write(path: Path, text: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = ap.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="BERT-base, bf16, 8192 tokens (about 2-3 min on a GPU)")
+    size.add_argument("--quick", action="store_true",
+                      help="BERT-base, bf16, 8192 tokens, TAMT_AUTOTUNE=quick (3 configs per kernel; ~2 min on a GPU)")
     size.add_argument("--full", action="store_true", help="+ BERT-large, 512/2048/8192 tokens, fp32")
     size.add_argument("--smoke", action="store_true", help="tiny shapes: a code-path check (CI, CPU interpreter)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/kernels-<device>-<date>.json)")
@@ -433,6 +436,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.interpret_kernels:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+    if args.quick:
+        os.environ.setdefault("TAMT_AUTOTUNE", "quick")  # read when tamt.kernels is imported
     import torch
 
     global CPU_REPS

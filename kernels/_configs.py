@@ -87,10 +87,16 @@ def _key(c) -> tuple:
     return tuple(sorted(c.kwargs.items())) + (c.num_warps, c.num_stages)
 
 
+_QUICK = 3  # TAMT_AUTOTUNE=quick: the first configs of each list (the likeliest winners)
+
+
 def autotune_mode(which: Optional[str] = None) -> str:
+    """TAMT_AUTOTUNE: 'full' (default), 'quick' (the first three configs of
+    each list: a third of the compile time, for short benchmark runs) or
+    'off' (one mid-size config: test suites on a GPU)."""
     which = which or os.environ.get("TAMT_AUTOTUNE", "full")
-    if which not in ("full", "off"):
-        raise ValueError(f"TAMT_AUTOTUNE must be 'full' or 'off', got {which!r}")
+    if which not in ("full", "quick", "off"):
+        raise ValueError(f"TAMT_AUTOTUNE must be 'full', 'quick' or 'off', got {which!r}")
     return which
 
 
@@ -98,19 +104,23 @@ def class_configs(family: str, dtype: torch.dtype, which: Optional[str] = None) 
     """The configs of one dtype class (before shared-memory pruning)."""
     if interpreting():
         return [_INTERPRET]
-    if autotune_mode(which) == "off":
+    mode = autotune_mode(which)
+    if mode == "off":
         return [_OFF]
-    return list(_FP32 if _is_fp32_class(dtype) else _TENSOR_CORE[family])
+    cfgs = list(_FP32 if _is_fp32_class(dtype) else _TENSOR_CORE[family])
+    return cfgs[:_QUICK] if mode == "quick" else cfgs
 
 
 def gemm_configs(family: str = "mm", which: Optional[str] = None) -> list:
     """Everything the autotuner of a family may choose from (both classes)."""
     if interpreting():
         return [_INTERPRET]
-    if autotune_mode(which) == "off":
+    mode = autotune_mode(which)
+    if mode == "off":
         return [_OFF]
+    n = _QUICK if mode == "quick" else None
     seen, out = set(), []
-    for c in _TENSOR_CORE[family] + _FP32:
+    for c in _TENSOR_CORE[family][:n] + _FP32[:n]:
         if _key(c) not in seen:
             seen.add(_key(c))
             out.append(c)

@@ -90,3 +90,13 @@ def test_pruner_reads_dtype_mode_and_device(monkeypatch):
                                cols=768, which="full")
     assert [C._key(c) for c in got] == [C._key(c) for c in want]
     assert all(c.kwargs["BLOCK_K"] == 64 for c in got)  # the 16-bit class only
+
+
+def test_quick_autotune_is_a_prefix_of_full(monkeypatch):
+    monkeypatch.setattr(C, "interpreting", lambda: False)
+    for fam in C.FAMILIES:
+        for dt in (torch.bfloat16, torch.float32):
+            quick, full = C.class_configs(fam, dt, "quick"), C.class_configs(fam, dt, "full")
+            assert 1 <= len(quick) <= 3 and [C._key(c) for c in quick] == [C._key(c) for c in full[:len(quick)]]
+    with pytest.raises(ValueError, match="TAMT_AUTOTUNE"):
+        C.autotune_mode("fast")
