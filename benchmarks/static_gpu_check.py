@@ -388,14 +388,16 @@ def markdown(records: list[dict]) -> str:
     ]
     gem = [r for r in records if r["kernel"].startswith("masked_matmul") and r["dtype"] in ("bfloat16", "float16")]
     if gem:
-        lines += ["| kernel | mask form | 16-bit configs | wgmma | wait_group 0 in loop | masked tile re-stored |",
+        mma = "wgmma" if arch == 90 else "mma_sync"
+        lines += [f"| kernel | mask form | 16-bit cases (bf16, fp16) | {mma.replace('_', '.')} "
+                  "| wait_group 0 in loop | masked tile re-stored |",
                   "|---|---|---|---|---|---|"]
         for kern in GEMM_KERNELS:
             for form in ("scores", "uint8", "packed"):
                 sel = [r for r in gem if r["kernel"] == kern and r["mask_form"] == form and "wgmma" in r]
                 if sel:
                     lines.append(
-                        f"| {kern} | {form} | {len(sel)} | {'yes' if all(r['wgmma'] > 0 for r in sel) else 'no'} "
+                        f"| {kern} | {form} | {len(sel)} | {'yes' if all(r[mma] > 0 for r in sel) else 'no'} "
                         f"| {'none' if not any(r['wait0_in_loop'] for r in sel) else 'YES'} "
                         f"| {'yes' if any(r['smem_stores_in_loop'] for r in sel) else 'no'} |")
         lines.append("")

@@ -8,7 +8,8 @@ Backends:
   ``native`` - the compiled extension ``tamt._C`` (``csrc/``), see
                ``tamt._native``.
   ``auto``   - per op and device, the fastest available backend as measured by
-               the benchmarks (table ``_AUTO_PREFERENCE`` below).
+               the benchmarks (table ``_AUTO_PREFERENCE`` below; for the masked
+               GEMMs on CUDA, per weight shape: ``tamt.ops.auto_table``).
 
 The choice comes from, in order: ``set_backend()`` / ``use_backend()`` in
 Python, the ``TAMT_BACKEND`` environment variable, else ``auto``.
@@ -28,7 +29,10 @@ _state = threading.local()
 
 # Which backend ``auto`` picks, per (op family, device type), first available
 # wins.  Decided from measurements (benchmarks/results/):
-# - masked GEMMs on CUDA: the fused Triton kernels avoid the W*M round trip;
+# - masked GEMMs on CUDA: "triton" here only means "Triton is usable"; the
+#   plan (fused Triton GEMMs with one of three mask forms, or W*M once per
+#   step + cuBLAS) comes per weight shape from the measured table of
+#   tamt.ops.auto_table, default materialise + cuBLAS (tamt.ops.mask_forms);
 #   on CPU Triton only runs in the (slow) interpreter and there is no native
 #   GEMM, so PyTorch's GEMM wins.
 # - threshold selection: the native radix select (one pass over all matrices)
