@@ -163,7 +163,7 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
             return dict(mask=torch.empty(w.shape, dtype=torch.uint8, **meta))
         return dict(packed_mask=torch.empty((w.numel() + 7) // 8, dtype=torch.uint8, **meta))
 
-    def add(kernel_name, family, dtype, form, launch_fn, extra=None, select=None):
+    def add(kernel_name, family, dtype, form, launch_fn, extra=None, select=None, which=None):
         calls = _capture_launches(launch_fn)
         for kernel, args, kwargs in calls:
             fn = _jit_fn(kernel)
@@ -173,7 +173,7 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
                 mode = kwargs["MASK_MODE"]
                 sbytes = 4 if form == "scores" else 2
                 cfgs = _configs.surviving_configs(family, dtype, mode, limit, capability=arch, score_bytes=sbytes,
-                                                  tokens=_configs.token_bucket(M), rows=None, cols=None)
+                                                  tokens=_configs.token_bucket(M), rows=None, cols=None, which=which)
                 elem = torch.empty((), dtype=dtype).element_size()
                 cfgs = [(dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages),
                          _configs.shared_estimate(family, c, elem, mode, sbytes)) for c in cfgs]
@@ -238,6 +238,25 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
                     lambda: gw.masked_matmul_grad_weight(gy, x, w, **kw, want_scores=want_s, want_weight=not want_s,
                                                          split_k=split, deterministic=False),
                     extra=dict(split=split), select=sel)
+    # The GPU test suites' launches: TAMT_AUTOTUNE=off (one config) on ragged
+    # shapes, i.e. without the divisibility hints; packed rows (K % 8 == 0)
+    # and the per-element bit gather (K % 8 != 0).
+    if not (ci and arch == 80):
+        for (m_, n_, k_), form in (((300, 520, 200), "scores"), ((300, 520, 200), "packed"),
+                                   ((37, 33, 77), "packed")):
+            x = torch.empty(m_, k_, dtype=torch.bfloat16, **meta)
+            w = torch.empty(n_, k_, dtype=torch.bfloat16, **meta)
+            b = torch.empty(n_, dtype=torch.bfloat16, **meta)
+            gy = torch.empty(m_, n_, dtype=torch.bfloat16, **meta)
+            kw = mask_kw(form, w)
+            ex = dict(shape=f"{m_}x{n_}x{k_}", aligned=False)
+            add("masked_matmul_fwd", "mm", torch.bfloat16, form, lambda: fw.masked_matmul(x, w, b, **kw),
+                extra=ex, which="off")
+            add("masked_matmul_grad_input", "mm", torch.bfloat16, form,
+                lambda: gi.masked_matmul_grad_input(gy, w, **kw), extra=ex, which="off")
+            add("masked_matmul_grad_weight", "gw", torch.bfloat16, form,
+                lambda: gw.masked_matmul_grad_weight(gy, x, w, **kw, want_scores=True, want_weight=True, split_k=3),
+                extra=dict(ex, split=3), which="off")
     # the per-step mask pass
     s = torch.empty(N, K, dtype=torch.float32, **meta)
     thr = torch.empty((), dtype=torch.float32, **meta)
@@ -265,7 +284,7 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
     # dedupe (the reduce kernel is captured by several grad-weight launches)
     seen, out = set(), []
     for c in cases:
-        key = json.dumps({k: c[k] for k in ("kernel", "signature", "constexprs", "num_warps", "num_stages")},
+        key = json.dumps({k: c[k] for k in ("kernel", "signature", "constexprs", "attrs", "num_warps", "num_stages")},
                          sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
@@ -325,7 +344,9 @@ def compile_case(case: dict) -> dict:
     sig = dict(case["signature"])
     attrs = {tuple(k): v for k, v in case["attrs"]}
     rec = {k: case[k] for k in ("kernel", "config", "dtype", "mask_form", "arch", "shared_limit", "shared_estimate")}
-    rec.update(split=case.get("split"), triton=triton.__version__)
+    rec.update(split=case.get("split"), shape=case.get("shape", f"{TOKENS}x{OUT_F}x{IN_F}"),
+               aligned=case.get("aligned", True),
+               triton=triton.__version__)
     t0 = time.time()
     out = io.StringIO()
     try:
@@ -352,7 +373,10 @@ def compile_case(case: dict) -> dict:
         v.append(f"shared memory {rec['shared_bytes']} B > limit {case['shared_limit']} B")
     if spills != 0:
         v.append(f"local-memory spills: {spills} B" if spills > 0 else "no ptxas -v report")
-    if case["gemm"] and case["arch"] == 90 and case["dtype"] in ("bfloat16", "float16"):
+    # Unaligned sizes (no divisibility hints) cannot use asynchronous copies, so
+    # Triton does not pipeline them: the loop rules are about the aligned
+    # training launches; unaligned ones must compile, fit and not spill.
+    if case["gemm"] and case["arch"] == 90 and case["dtype"] in ("bfloat16", "float16") and case.get("aligned", True):
         if rec["wgmma"] == 0:
             v.append("no wgmma on sm_90")
         if rec["wait0_in_loop"]:
@@ -379,14 +403,18 @@ def markdown(records: list[dict]) -> str:
         f"**{sum(r['ok'] for r in records)}/{len(records)} cases pass.** "
         "Scores are fp32 in every form (as the modules keep them); grad-weight runs search mode (dscores) for "
         "the scores form and fine-tuning mode (dweight, the mask read in the epilogue) for uint8/packed; "
-        "split 4 = split-K over tokens (atomics for fp32 outputs, the deterministic two-pass sum for 16-bit).",
+        "split 4 = split-K over tokens (atomics for fp32 outputs, the deterministic two-pass sum for 16-bit). "
+        "Rows with a shape in brackets are the GPU test suites' launches (TAMT_AUTOTUNE=off, ragged sizes without "
+        "divisibility hints): Triton does not pipeline unaligned loads, so only the compile, shared-memory and "
+        "spill rules apply to them.",
         "",
         "`st.shared in loop` counts shared-memory stores inside the K-loop: 0 means the masked W tile goes "
         "straight from the pipelined shared-memory loads into the registers of `wgmma`'s A operand; > 0 means "
         "it is stored back to shared memory once per K-step (pipelined, no `wait_group 0`).",
         "",
     ]
-    gem = [r for r in records if r["kernel"].startswith("masked_matmul") and r["dtype"] in ("bfloat16", "float16")]
+    gem = [r for r in records if r["kernel"].startswith("masked_matmul") and r["dtype"] in ("bfloat16", "float16")
+           and r.get("aligned", True)]
     if gem:
         mma = "wgmma" if arch == 90 else "mma_sync"
         lines += [f"| kernel | mask form | 16-bit cases (bf16, fp16) | {mma.replace('_', '.')} "
@@ -407,7 +435,8 @@ def markdown(records: list[dict]) -> str:
     for r in records:
         est = f" ({r['shared_estimate']})" if r.get("shared_estimate") else ""
         lines.append(
-            f"| {r['kernel']}{'' if not r.get('split') else ' split ' + str(r['split'])} | {r['dtype']} "
+            f"| {r['kernel']}{'' if not r.get('split') else ' split ' + str(r['split'])}"
+            f"{'' if r.get('shape', '4096x768x768') == '4096x768x768' else ' (' + r['shape'] + ')'} | {r['dtype']} "
             f"| {r['mask_form']} | {r['config']} | {r.get('shared_bytes', '-')}{est} | {r['shared_limit']} "
             f"| {r.get('registers', '-')} | {r.get('spill_bytes', '-')} | {r.get('wgmma', '-')} "
             f"| {r.get('mma_sync', '-')} | {r.get('wait0_in_loop', '-')} | {r.get('smem_stores_in_loop', '-')} "
@@ -449,7 +478,8 @@ def main(argv=None) -> int:
     bad = [r for r in records if not r["ok"]]
     for r in records:
         flag = "ok " if r["ok"] else "BAD"
-        print(f"{flag} {r['kernel']:28s} {r['dtype']:8s} {r['mask_form']:6s} {r['config']:28s} "
+        shape = "" if r.get("shape") == f"{TOKENS}x{OUT_F}x{IN_F}" else f" [{r.get('shape')}]"
+        print(f"{flag} {r['kernel'] + shape:28s} {r['dtype']:8s} {r['mask_form']:6s} {r['config']:28s} "
               f"smem {r.get('shared_bytes', '-'):>6} (est {r.get('shared_estimate') or '-'}) regs {r.get('registers', '-'):>3} spill {r.get('spill_bytes', '-')} "
               f"wgmma {r.get('wgmma', '-')} wait0 {r.get('wait0_in_loop', '-')} st.shared/loop "
               f"{r.get('smem_stores_in_loop', '-')}" + ("" if r["ok"] else "  <- " + "; ".join(r["violations"])))

@@ -159,6 +159,7 @@ def _grad_weight_reduce_kernel(
 
 
 _REDUCE_BLOCK = (32, 128)
+_REDUCE_WARPS = 8  # 16 outputs per thread: 4 warps spilled on unaligned shapes (static check)
 
 
 @functools.lru_cache(maxsize=None)
@@ -289,7 +290,7 @@ def masked_matmul_grad_weight(
                 ds if ds is not None else scratch, dw if dw is not None else scratch,
                 N, K, margs.row_bytes, split,
             ),
-            dict(**consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=4),
+            dict(**consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=_REDUCE_WARPS),
         )
     return ds, dw
 

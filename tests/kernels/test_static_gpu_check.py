@@ -62,7 +62,8 @@ def test_static_gpu_check_ci_subset(arch, tmp_path):
         assert rec["shared_bytes"] <= rec["shared_limit"] and rec["spill_bytes"] == 0
     if arch == 90:
         assert {"packed", "uint8", "scores"} <= {rec["mask_form"] for rec in recs}
-        gemm16 = [rec for rec in recs if rec["kernel"].startswith("masked_matmul") and rec["dtype"] == "bfloat16"]
+        gemm16 = [rec for rec in recs if rec["kernel"].startswith("masked_matmul") and rec["dtype"] == "bfloat16"
+                  and rec["aligned"]]
         assert gemm16 and all(rec["wgmma"] > 0 and not rec["wait0_in_loop"] for rec in gemm16)
         # the uint8 form keeps the masked W tile in registers: no shared-memory store in the K-loop
         u8 = [rec for rec in gemm16 if rec["mask_form"] == "uint8" and rec["kernel"] != "masked_matmul_grad_weight"]
