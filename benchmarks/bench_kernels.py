@@ -67,6 +67,7 @@ TARGET_FWD, TARGET_STEP, TARGET_KTH, TARGET_TOPK = 0.9, 1.3, 10.0, 3.0
 
 # ----------------------------------------------------------------- timing
 CPU_REPS = 20  # --smoke: 1
+CUDA_BENCH = dict(warmup=25, rep=100)  # --quick: 10 / 50 ms (the GPU suite's budget)
 
 
 def bench(fn, device, reps: int | None = None, grad_to_none=None) -> float:
@@ -76,7 +77,7 @@ def bench(fn, device, reps: int | None = None, grad_to_none=None) -> float:
     if device.type == "cuda":
         import triton.testing
 
-        return float(triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none, return_mode="median"))
+        return float(triton.testing.do_bench(fn, **CUDA_BENCH, grad_to_none=grad_to_none, return_mode="median"))
     fn()
     times = []
     for _ in range(reps):
@@ -440,9 +441,11 @@ def main(argv=None) -> int:
         os.environ.setdefault("TAMT_AUTOTUNE", "quick")  # read when tamt.kernels is imported
     import torch
 
-    global CPU_REPS
+    global CPU_REPS, CUDA_BENCH
     if args.smoke:
         CPU_REPS = 1
+    if args.quick:
+        CUDA_BENCH = dict(warmup=10, rep=50)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run_triton = device.type == "cuda" or args.interpret_kernels
     env = environment(device)

@@ -273,11 +273,16 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
 
         hist_sig = dict(data_ptr="*fp32", chunk_seg_ptr="*i32", chunk_start_ptr="*i64", seg_end_ptr="*i64",
                         prefix_ptr="*i64", hist_ptr="*i32", nan_ptr="*i32")
-        for first in (True, False):
-            consts = dict(KEY_DTYPE=tl.uint32, FLOAT_DTYPE=tl.float32, SIGN_SHIFT=31, SHIFT=24 if first else 16,
-                          DIGIT_BITS=8, FIRST=first, NBINS=256, CHUNK=65536, BLOCK=4096)
-            cases.append(_manual_case(sk._seg_hist_kernel, arch, limit, "seg_hist" + ("_first" if first else ""),
-                                      hist_sig, consts, warps=8, stages=3))
+        for first, bits in ((True, 32), (False, 32), (True, 64)):
+            consts = dict(KEY_DTYPE=tl.uint64 if bits == 64 else tl.uint32,
+                          FLOAT_DTYPE=tl.float64 if bits == 64 else tl.float32, SIGN_SHIFT=bits - 1,
+                          SHIFT=bits - 8 if first else bits - 16, DIGIT_BITS=8, FIRST=first, NBINS=256,
+                          CHUNK=65536, BLOCK=4096)
+            sig = dict(hist_sig, data_ptr="*fp64" if bits == 64 else "*fp32")
+            case = _manual_case(sk._seg_hist_kernel, arch, limit, "seg_hist" + ("_first" if first else ""),
+                                sig, consts, warps=8, stages=3)
+            case["dtype"] = "float64" if bits == 64 else "float32"
+            cases.append(case)
         cases.append(_manual_case(sk._pick_digit_kernel, arch, limit, "pick_digit",
                                   dict(hist_ptr="*i32", k_rem_ptr="*i64", prefix_ptr="*i64"),
                                   dict(DIGIT_BITS=8, NBINS=256), warps=4, stages=1))
@@ -450,7 +455,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write one record per case to this JSON file")
     ap.add_argument("--markdown", default=None, help="also write a Markdown table")
     ap.add_argument("--ci", action="store_true", help="the CI subset (see above); default: full sweep")
-    ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="parallel compiles")
+    ap.add_argument("--jobs", type=int, default=min(16, os.cpu_count() or 1), help="parallel compiles")
     ap.add_argument("--list", action="store_true", help="list the cases, compile nothing")
     args = ap.parse_args(argv)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import json
 import os
 import threading
 import warnings
@@ -45,6 +46,27 @@ _AUTO_PREFERENCE = {
     ("pack", "cuda"): ("native", "torch"),
     ("pack", "cpu"): ("native", "torch"),
 }
+
+
+def auto_table() -> dict:
+    """What ``auto`` decides from (JSON-able): the backend preference per op
+    family and device, and for the masked GEMMs on CUDA the measured plan
+    table of this machine's GPU (``tamt.ops.auto_table``) or its default."""
+    from . import auto_table as plans
+
+    out = {"preference": {f"{f}/{d}": list(v) for (f, d), v in _AUTO_PREFERENCE.items()},
+           "gemm_plan_default": plans.DEFAULT_PLAN}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            name = torch.cuda.get_device_name()
+            path = plans.table_path(name)
+            out["gemm_plan_table"] = {"device": name, "path": str(path),
+                                      "table": json.loads(path.read_text()) if path.is_file() else None}
+    except Exception as exc:  # noqa: BLE001 - a report, not a decision
+        out["gemm_plan_table"] = f"unreadable: {exc}"
+    return out
 
 
 def _validate(name: str) -> str:

@@ -275,3 +275,9 @@ def test_bf16_weights_fp32_scores_every_plan_gpu(plan):
         e_got = (got.double() - ref).abs().max().item()
         e_torch = (same.double() - ref).abs().max().item()
         assert e_got <= 2 * e_torch + 1e-2, f"{plan} {what}: err {e_got:.3g} vs torch {e_torch:.3g}"
+
+
+def test_backend_auto_table_report_is_json():
+    rep = _backend.auto_table()
+    assert json.loads(json.dumps(rep))["gemm_plan_default"] == auto_table.DEFAULT_PLAN
+    assert "gemm/cuda" in rep["preference"]
