@@ -317,7 +317,9 @@ def targets(rows) -> list[tuple[str, bool | None, str]]:
         fused = {p: ms("fwd", p, n, k) for p in FUSED if ms("fwd", p, n, k) is not None}
         if dense and fused:
             p = min(fused, key=fused.get)
-            fwd_ratios.append((dense / fused[p], f"{n}x{k} {dense / fused[p]:.2f}x ({p})"))
+            mat = ms("fwd", "materialize", n, k)
+            info = f"; materialize {dense / mat:.2f}x" if mat else ""
+            fwd_ratios.append((dense / fused[p], f"{n}x{k} {dense / fused[p]:.2f}x ({p}{info})"))
         unf = ms("step", "unfused", n, k)
         plans = {p: ms("step", p, n, k) for p in PLANS if ms("step", p, n, k) is not None}
         if unf and plans:
