@@ -145,6 +145,9 @@ def load_model(model, *, seed: int = 0) -> tuple[nn.Module, dict]:
         initialised = linfo.head_initialised
         name = "default" if model in (None, "default") else os.fspath(model)
     mlm.eval()
+    from .numerics import check_finite_weights
+
+    check_finite_weights(mlm, repr(name))  # NaN weights: say so, rather than "the search diverged" later
     info = {"base_model": name, "fingerprint": fingerprint(mlm), "head_initialised": bool(initialised),
             "model_type": getattr(mlm.config, "model_type", "?")}
     return mlm, info
