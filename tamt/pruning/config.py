@@ -107,6 +107,8 @@ class SearchConfig:
     device: str = "auto"
     progress: bool = True
     tensorboard: bool = True
+    # run-folder hygiene (issue 12): a finished run deletes its checkpoint.pt (BERT-base: 268 MB) unless asked
+    keep_checkpoint: bool = False
 
     def __post_init__(self):
         self.method = check_method(self.method)
@@ -120,6 +122,12 @@ class SearchConfig:
             raise ValueError("give steps or epochs, not both")
         if self.steps is not None and int(self.steps) < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.steps is not None and int(self.steps) == 0 and self.method not in ONE_SHOT_METHODS:
+            # 0 steps would save the untrained starting mask (OMP for TAMT) under the method's name
+            raise ValueError(f"{self.method} trains: steps must be >= 1 (0 would save the untrained starting mask "
+                             "under its name); for that mask use method 'omp' (or 'random')")
+        if self.max_blocks is not None and int(self.max_blocks) < 1:
+            raise ValueError(f"max_blocks must be >= 1 (or None for the whole corpus), got {self.max_blocks}")
         if self.epochs is not None and float(self.epochs) <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if int(self.batch_size) < 1:

@@ -25,8 +25,9 @@ import torch.distributed as dist
 from tamt.nn import base_model, masked_modules, sparsity_report
 from tamt.optim import adamw
 
-from .config import SearchConfig
+from .config import ONE_SHOT_METHODS, SearchConfig
 from .context import SearchContext
+from .numerics import StepGuard
 from .objectives import kd_loss_sum, mask_tokens, mlm_loss_sum
 from .strategies import make_strategy
 
@@ -39,6 +40,22 @@ def _dist() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def requested_steps(cfg: SearchConfig, n_train: int, trains: bool | None = None) -> int:
+    """The steps a search asks for (raises when it cannot train); checked before a run writes anything."""
+    trains = cfg.method not in ONE_SHOT_METHODS if trains is None else trains
+    per_epoch = n_train // cfg.batch_size
+    if per_epoch == 0 and trains:
+        raise ValueError(f"the corpus has {n_train} training blocks, fewer than one batch of "
+                         f"{cfg.batch_size}; use a smaller batch_size/block_size or more text")
+    if cfg.steps is not None:
+        return int(cfg.steps)
+    if cfg.epochs is not None:
+        return max(1, int(math.floor(cfg.epochs * per_epoch)))
+    if trains and cfg.method != "imp":
+        raise ValueError(f"method {cfg.method!r} trains: give steps or epochs (e.g. steps=200)")
+    return 0
 
 
 def mask_filename(method: str, sparsity: float, step: int | None = None) -> str:
@@ -93,6 +110,8 @@ class Searcher:
         self._tb = None
         self._bar = None
         self._needs_teacher = self.config.uses_kd
+        self.guard = StepGuard(self.model)
+        self._created = time.perf_counter()
         torch.manual_seed(self.config.seed)
         if resume:
             self.try_resume()
@@ -107,18 +126,7 @@ class Searcher:
         return torch.device(d)
 
     def _requested_steps(self) -> int:
-        cfg = self.config
-        per_epoch = len(self.ctx.train) // cfg.batch_size
-        if per_epoch == 0 and self.strategy.trains:
-            raise ValueError(f"the corpus has {len(self.ctx.train)} training blocks, fewer than one batch of "
-                             f"{cfg.batch_size}; use a smaller batch_size/block_size or more text")
-        if cfg.steps is not None:
-            return int(cfg.steps)
-        if cfg.epochs is not None:
-            return max(1, int(math.floor(cfg.epochs * per_epoch)))
-        if self.strategy.trains and cfg.method != "imp":
-            raise ValueError(f"method {cfg.method!r} trains: give steps or epochs (e.g. steps=200)")
-        return 0
+        return requested_steps(self.config, len(self.ctx.train), self.strategy.trains)
 
     def reset_optimizer(self) -> None:
         groups = self.strategy.param_groups()
@@ -228,10 +236,15 @@ class Searcher:
             for p in params:  # params off the loss' graph (e.g. the pooler) have no grad on every rank
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
+        # the clip's norm doubles as the NaN/Inf check, taken before clipping would spread a NaN to every gradient;
+        # divergence stops the run here, before the update and before anything of this step is saved
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        self.guard.before_update(self.step_count + 1, metrics["loss"], params, grad_norm)
         if self.config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, grad_norm)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
+        self.guard.after_update(self.step_count + 1, params)
         self.scheduler.step()
         self.step_count += 1
         self.strategy.after_step(self.step_count)
@@ -288,9 +301,12 @@ class Searcher:
             from tamt.io import atomic_write_text
 
             atomic_write_text(self.run_dir / "done.json", json.dumps(
-                {"step": self.step_count, "elapsed": self.elapsed,
+                {"step": self.step_count, "elapsed": self.elapsed, "wall_s": time.perf_counter() - self._created,
                  "masks": {f"{k:.4f}": v for k, v in self.mask_paths.items()},
-                 "emitted": {f"{k:.4f}": v for k, v in self.emitted.items()}}))
+                 "emitted": {f"{k:.4f}": v for k, v in self.emitted.items()},
+                 "saved_at": [{k: v for k, v in r.items() if k != "masks"} for r in self.saved_at]}))
+            if not self.config.keep_checkpoint and self.checkpoint_path.is_file():
+                self.checkpoint_path.unlink()  # done.json now says it all; a BERT-base checkpoint is 268 MB
 
     @property
     def finished(self) -> bool:
@@ -409,6 +425,12 @@ class Searcher:
             raise ValueError(f"checkpoint is for {st['method']} at s={st['sparsity']}, not this search")
         if st["fingerprint"] != self.ctx.info["fingerprint"]:
             raise ValueError("checkpoint was written for other base weights; start the search afresh")
+        from .run_dir import config_differences, format_differences
+
+        diffs = config_differences(st["config"], self.config.to_dict())
+        if diffs:
+            raise ValueError(f"the checkpoint was written with other settings that change the result "
+                             f"({format_differences(diffs)}); resume with the original settings or start afresh")
         self.strategy.load_state_dict(st["strategy"])
         if self.config.method == "imp":
             self.reset_optimizer()
@@ -434,8 +456,16 @@ class Searcher:
     def try_resume(self) -> bool:
         p = self.checkpoint_path
         if p is None or not p.is_file():
+            if self.rank == 0 and self.run_dir is not None and (self.run_dir / "metrics.jsonl").is_file():
+                (self.run_dir / "metrics.jsonl").unlink()  # rows of an attempt killed before its first checkpoint
             return False
-        self.load_state_dict(torch.load(p, map_location="cpu", weights_only=False))
+        try:
+            st = torch.load(p, map_location="cpu", weights_only=True)  # plain tensors and containers: no code runs
+        except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError ... for a torn file
+            raise ValueError(f"the checkpoint {p} is unreadable ({str(exc).splitlines()[0][:120]}); delete it to "
+                             "restart this sparsity from step 0 with --resume, or start afresh with --overwrite") \
+                from None
+        self.load_state_dict(st)
         if self.rank == 0 and self.run_dir is not None:  # drop rows logged after the checkpoint
             from tamt.io import atomic_write_text
 
