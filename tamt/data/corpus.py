@@ -176,6 +176,12 @@ def load_raw_corpus(spec: str | os.PathLike = "default", *, text_field: str | No
                 f"corpus {s!r} is not a local path and would come from the Hugging Face hub, but the hub is "
                 "offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE set). Pass a local file or folder, or 'default'."
             )
+        from tamt.hub import hub_problem
+
+        problem = hub_problem("dataset")  # fail in seconds, not after the hub client's retries
+        if problem:
+            raise ConnectionError(f"corpus {s!r} is not a local path and the Hugging Face hub is {problem}; pass a "
+                                  "local file or folder, or 'default'")
         try:
             loaded = load_dataset(name, config or None)
         except Exception as exc:  # datasets raises many types for network/name problems
@@ -265,6 +271,8 @@ def load_corpus(
 
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    if max_blocks is not None and max_blocks < 1:
+        raise ValueError(f"max_blocks must be >= 1 (or None for the whole corpus), got {max_blocks}")
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
     body = block_size - n_special
     if body < 1:
@@ -283,7 +291,8 @@ def load_corpus(
     if "validation" not in raw and validation_fraction > 0:
         if len(raw["train"]) < 2:
             raise ValueError(f"corpus {os.fspath(spec)!r} has a single document; cannot hold out a validation "
-                             "split of documents (pass validation_fraction=0 or more documents)")
+                             "split of documents: give more documents, or hold out the last blocks instead "
+                             "(validation_fraction=0; tamt search/eval-pretrain --validation-fraction 0)")
         parts = raw["train"].train_test_split(test_size=validation_fraction, seed=seed, shuffle=True)
         raw = DatasetDict({"train": parts["train"], "validation": parts["test"], **{k: v for k, v in raw.items()
                                                                                     if k != "train"}})
@@ -318,6 +327,9 @@ def load_corpus(
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_path.parent))
         try:
+            from tamt.io import honour_umask
+
+            honour_umask(tmp, folder=True)  # mkdtemp makes it 0700; the cache is shared like any folder
             out.save_to_disk(str(tmp))
             os.rename(tmp, cache_path)  # atomic publish; a concurrent writer that lost the race keeps its copy
         except OSError:
