@@ -87,6 +87,10 @@ def load_config(config) -> dict:
         if not isinstance(out[k], (list, tuple)):
             out[k] = [out[k]]
     out["sparsities"] = [float(s) for s in out["sparsities"]]
+    for k in ("seeds", "mask_seeds"):  # a repeated seed would count one run twice in mean ± std
+        dup = sorted({v for v in out[k] if out[k].count(v) > 1})
+        if dup:
+            raise ValueError(f"sweep config: {k} lists {', '.join(map(str, dup))} more than once; give distinct seeds")
     from tamt.pruning.config import check_method
 
     out["methods"] = [check_method(m) for m in out["methods"]]
@@ -266,9 +270,20 @@ def run_sweep(config, out, *, resume: bool = True, model=None, tokenizer=None, s
     ``pretrain_fn`` and ``finetune_fn`` replace ``tamt.search`` / ``tamt.evaluate_pretraining`` /
     ``tamt.finetune`` (same call signatures). ``on_cell_done(cell_id, record)`` is called after each cell
     is written (e.g. to stop a sweep on purpose in a test).  ``resume=False`` ignores finished cells.
+    ``out`` is locked while the sweep runs: a second sweep into it is refused with the first one's pid.
     """
+    from tamt.io import check_output_dir, folder_lock
+
     cfg = load_config(config)
-    out = Path(out)
+    out = check_output_dir(out)
+    with folder_lock(out):
+        return _run_sweep(cfg, out, resume=resume, model=model, tokenizer=tokenizer, search_fn=search_fn,
+                          pretrain_fn=pretrain_fn, finetune_fn=finetune_fn, on_cell_done=on_cell_done,
+                          progress=progress, plots=plots)
+
+
+def _run_sweep(cfg: dict, out: Path, *, resume, model, tokenizer, search_fn, pretrain_fn, finetune_fn, on_cell_done,
+               progress, plots) -> "SweepResult":
     (out / "cells").mkdir(parents=True, exist_ok=True)
     write_json(cfg, out / "config.json")
     searches, fts = plan(cfg)

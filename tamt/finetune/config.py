@@ -46,6 +46,22 @@ class FinetuneConfig:
     progress: bool = True
     num_threads: int | None = None
 
+    def __post_init__(self):
+        # one rule for sizes: None = everything, otherwise a positive count (0 used to mean "all", -5 was an error)
+        for name in ("train_size", "eval_size", "max_steps"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
+                raise ValueError(f"{name} must be a positive whole number, got {v!r} (leave it unset for "
+                                 f"{'the whole split' if name != 'max_steps' else 'epochs'})")
+        seeds = (self.seeds,) if isinstance(self.seeds, int) else tuple(self.seeds)
+        if not seeds:
+            raise ValueError("give at least one fine-tuning seed")
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        if dup:
+            raise ValueError(f"seed(s) {', '.join(map(str, dup))} given more than once: the mean and spread over "
+                             "seeds would count one run twice; give distinct seeds")
+        self.seeds = tuple(int(s) for s in seeds)
+
     @classmethod
     def for_task(cls, task: str, preset: str | None = None, **overrides) -> "FinetuneConfig":
         """Defaults for ``task`` (GLUE or SQuAD), then the preset, then explicit overrides."""

@@ -58,11 +58,9 @@ def build_task_model(base, task: str, seed: int, *, device="cpu") -> nn.Module:
         if bad:
             raise ValueError(f"the given model does not fit a {type(model).__name__}: missing {bad[:3]}")
     else:
-        from tamt.models import _quiet_transformers, resolve_model_path
+        from tamt.models import from_pretrained, resolve_model_path
 
-        path = resolve_model_path(base)
-        with _quiet_transformers():
-            model = cls.from_pretrained(path, **kwargs)
+        model = from_pretrained(cls, resolve_model_path(base), **kwargs)
     return model.to(device)
 
 
@@ -321,8 +319,11 @@ def save_task_model(model, tokenizer, path: Path) -> Path:
         unpatch_model(m)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))  # see tamt.io
     try:
+        from tamt.io import honour_umask
+
+        honour_umask(tmp, folder=True)
         m.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
