@@ -36,7 +36,11 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="output folder (masks, metrics, checkpoints); default runs/<method>")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help=f"option bundle applied before the other options ({_PRESET_HELP})")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same final mask)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (same final mask); refused when an option that changes the result "
+                        "differs from the run's (progress, logging, checkpoint cadence and device may differ)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (without it, a folder holding a run is refused)")
     p.add_argument("--seed", type=int, default=None, help="seed for data order, MLM masking, random masks, dropout")
     o = p.add_argument_group("optimisation")
     o.add_argument("--lr", type=float, default=None,
@@ -63,7 +67,12 @@ def register(subparsers) -> None:
     r.add_argument("--eval-batches", type=int, default=None, help="held-out batches per evaluation")
     r.add_argument("--save-masks-at", type=int, nargs="*", default=None, help="also save masks at these steps")
     r.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (for --resume)")
+    r.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the last checkpoint.pt of a finished run (deleted by default: BERT-base's is 268 MB)")
     r.add_argument("--max-blocks", type=int, default=None, help="cap the corpus at this many blocks per split")
+    r.add_argument("--validation-fraction", type=float, default=None,
+                   help="documents held out for evaluation (default 0.05); 0 holds out the last blocks instead "
+                        "(for a corpus of one long document)")
     r.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     r.add_argument("--amp", choices=["auto", "bf16", "none"], default=None, help="bf16 autocast (auto: on CUDA)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -80,6 +89,7 @@ def register(subparsers) -> None:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--batches", type=int, default=20, help="held-out batches (0 = the whole split)")
     e.add_argument("--max-blocks", type=int, default=None)
+    e.add_argument("--validation-fraction", type=float, default=0.05, help="as for 'tamt search'")
     e.add_argument("--head-fit-steps", type=int, default=200, help="dense head fitting for models without an MLM head")
     e.add_argument("--head-cache", default=None, help="folder to cache the fitted head in (e.g. the search --out)")
     e.add_argument("--seed", type=int, default=0)
@@ -97,7 +107,7 @@ def register(subparsers) -> None:
 
 _OPTS = ["lr", "head_lr", "weight_decay", "batch_size", "block_size", "grad_clip", "threshold_mode",
          "reset_interval", "score_init", "imp_interval", "head_fit_steps", "eval_every", "eval_batches",
-         "checkpoint_every", "max_blocks", "device", "amp", "seed"]
+         "checkpoint_every", "max_blocks", "device", "amp", "seed", "validation_fraction"]
 
 
 def _search(args) -> int:
@@ -113,11 +123,13 @@ def _search(args) -> int:
         config["dropout"] = False
     if args.no_progress:
         config["progress"] = False
+    if args.keep_checkpoint:
+        config["keep_checkpoint"] = True
     if config.get("grad_clip") == 0:
         config["grad_clip"] = None
     out = args.out or str(Path("runs") / args.method)
     res = search(args.model, args.method, args.sparsity, args.corpus, steps=args.steps, epochs=args.epochs,
-                 out=out, preset=args.preset, resume=args.resume, **config)
+                 out=out, preset=args.preset, resume=args.resume, overwrite=args.overwrite, **config)
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
@@ -134,7 +146,8 @@ def _eval(args) -> int:
     from tamt.pruning import evaluate_pretraining
     from tamt.pruning.context import prepare
 
-    ctx = prepare(args.model, args.corpus, block_size=args.block_size, seed=args.seed, max_blocks=args.max_blocks)
+    ctx = prepare(args.model, args.corpus, block_size=args.block_size, seed=args.seed, max_blocks=args.max_blocks,
+                  validation_fraction=args.validation_fraction)
     rows = []
     for m in (args.mask or [None]):
         r = evaluate_pretraining(args.model, m, context=ctx, batches=args.batches or None, batch_size=args.batch_size,
