@@ -17,6 +17,7 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -46,8 +47,8 @@ def atomic_path(path: str | os.PathLike):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        honour_umask(tmp)
         yield Path(tmp)
+        honour_umask(tmp)  # after the write: some writers (safetensors) recreate the file 0600
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -120,7 +121,9 @@ class FolderBusyError(RuntimeError):
     """Another process holds the lock of a run folder."""
 
 
-_HELD: dict[str, int] = {}  # lock files this process holds -> nesting depth (locks are re-entrant per process)
+# (thread, lock file) -> nesting depth: re-entrant within one thread; other threads wait or are refused like
+# other processes (an flock belongs to its open file description, so two opens conflict even in one process)
+_HELD: dict[tuple[int, str], int] = {}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -205,10 +208,10 @@ def file_lock(path: str | os.PathLike, *, blocking: bool = True, what: str | Non
     a lock still held although its recorded pid is gone (a forked child kept
     the descriptor) is broken.  ``remove=True`` deletes the file on release
     (the inode is re-checked after locking, so a racing process never holds a
-    deleted file's lock).  Re-entrant within one process.
+    deleted file's lock).  Re-entrant within one thread.
     """
     path = Path(path)
-    key = os.path.realpath(path)
+    key = (threading.get_ident(), os.path.realpath(path))
     if key in _HELD:
         _HELD[key] += 1
         try:
