@@ -277,9 +277,33 @@ def run_sweep(config, out, *, resume: bool = True, model=None, tokenizer=None, s
     cfg = load_config(config)
     out = check_output_dir(out)
     with folder_lock(out):
+        if resume:
+            _check_cell_settings(out, cfg)
         return _run_sweep(cfg, out, resume=resume, model=model, tokenizer=tokenizer, search_fn=search_fn,
                           pretrain_fn=pretrain_fn, finetune_fn=finetune_fn, on_cell_done=on_cell_done,
                           progress=progress, plots=plots)
+
+
+# what every finished cell depends on; the lists (methods, sparsities, tasks, seeds, ...) name the cells and may grow
+CELL_SETTINGS = ("model", "corpus", "data", "search", "search_by_method", "pretrain_eval", "finetune")
+
+
+def _check_cell_settings(out: Path, cfg: dict) -> None:
+    """Refuse to resume a sweep whose finished cells were computed with other settings (they would be mixed in)."""
+    try:
+        old = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # a new sweep, or no readable record of the old one (its cells are re-validated one by one)
+
+    def norm(v):
+        return json.dumps(v, sort_keys=True, default=str)
+
+    diffs = [f"{k}: {norm(old.get(k, DEFAULTS[k]))} -> {norm(cfg[k])}" for k in CELL_SETTINGS
+             if norm(old.get(k, DEFAULTS[k])) != norm(cfg[k])]
+    if diffs:
+        raise ValueError(f"the sweep in {out} was run with other settings that change its finished cells "
+                         f"({'; '.join(diffs)}); resume with the original config, recompute every cell "
+                         "(tamt sweep --no-resume, tamt demo --restart), or choose another --out")
 
 
 def _run_sweep(cfg: dict, out: Path, *, resume, model, tokenizer, search_fn, pretrain_fn, finetune_fn, on_cell_done,
