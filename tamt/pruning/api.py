@@ -168,11 +168,13 @@ def _on_rank0(fn) -> None:
 @contextlib.contextmanager
 def _datasets_progress(enabled: bool):
     """``progress=False`` also silences the ``datasets`` bars of corpus tokenisation."""
-    if enabled:
+    try:
+        import datasets
+    except ImportError:  # in-memory corpora need no datasets package
+        datasets = None
+    if enabled or datasets is None:
         yield
         return
-    import datasets
-
     was = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
