@@ -462,7 +462,8 @@ class Searcher:
         try:
             st = torch.load(p, map_location="cpu", weights_only=True)  # plain tensors and containers: no code runs
         except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError ... for a torn file
-            raise ValueError(f"the checkpoint {p} is unreadable ({str(exc).splitlines()[0][:120]}); delete it to "
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise ValueError(f"the checkpoint {p} is unreadable ({why}); delete it to "
                              "restart this sparsity from step 0 with --resume, or start afresh with --overwrite") \
                 from None
         self.load_state_dict(st)
