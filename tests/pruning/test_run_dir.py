@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,47 @@ def test_annotation_based_generator_covers_a_new_field():
 
     for f in dataclasses.fields(Later)[-4:]:
         assert changed_values(f, f.default), f.name
+
+
+# ---------------------------------------------------------------------------
+# under torchrun only rank 0 takes the folder: the other ranks must learn of a refusal, not wait forever
+
+
+def _ddp_worker(rank, world, init_file, out, report):
+    import torch.distributed as dist
+
+    from pruning_helpers import make_blocks
+    from tamt.models import tiny_model, tiny_tokenizer
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        tok = tiny_tokenizer()
+        tamt.search(tiny_model("bert", seed=0), "random", 0.5, make_blocks(tok), tokenizer=tok, out=out, **FAST)
+        msg = "no error"
+    except Exception as exc:  # reported to the test
+        msg = f"{type(exc).__name__}: {exc}"
+    finally:
+        dist.destroy_process_group()
+    Path(f"{report}.{rank}").write_text(msg)
+
+
+@pytest.mark.slow
+def test_a_refusal_on_rank0_stops_every_rank(tiny, tok, blocks, tmp_path):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "run"
+    tamt.search(tiny, "omp", 0.5, blocks, out=out, tokenizer=tok, **FAST)
+    ctx = mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(out), str(tmp_path / "report")),
+                             nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 240
+    try:
+        while not ctx.join(timeout=5):  # returns after each process that ends; True once all have
+            assert time.monotonic() < deadline, "a rank did not finish: it waits for the other"
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+    r0, r1 = ((tmp_path / f"report.{r}").read_text() for r in (0, 1))
+    assert r0.startswith("ValueError: ") and "already holds a finished omp run" in r0
+    assert r1.startswith("RuntimeError: rank 0 stopped the run: ValueError: ") and "already holds" in r1
