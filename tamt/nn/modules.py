@@ -17,6 +17,8 @@ from torch import Tensor, nn
 
 from tamt import ops
 from tamt.ops._common import check_sparsity
+from tamt.ops.masked_embedding import masked_embedding_checked
+from tamt.ops.masked_linear import masked_linear_checked
 
 from .scores import init_scores
 
@@ -91,7 +93,7 @@ class _MaskedMixin:
 
     def current_mask(self) -> Tensor:
         if self.mode == "search":
-            return (self.scores.detach() > self.threshold).clone()
+            return self.scores.detach() > self.threshold  # a new tensor already
         return self.mask
 
     def masked_weight(self) -> Tensor:
@@ -141,7 +143,10 @@ class MaskedLinear(_MaskedMixin, nn.Linear):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        return ops.masked_linear(x, self.weight, self.bias, **self._mask_kwargs())
+        # Scores and masks were checked when the module entered its mode: skip the public op's checks.
+        if self.mode == "search":
+            return masked_linear_checked(x, self.weight, self.bias, self.scores, self.threshold, None)
+        return masked_linear_checked(x, self.weight, self.bias, None, None, self.mask)
 
 
 class MaskedEmbedding(_MaskedMixin, nn.Embedding):
@@ -180,4 +185,7 @@ class MaskedEmbedding(_MaskedMixin, nn.Embedding):
         return out
 
     def forward(self, ids: Tensor) -> Tensor:
-        return ops.masked_embedding(ids, self.weight, padding_idx=self.padding_idx, **self._mask_kwargs())
+        pad = -1 if self.padding_idx is None else self.padding_idx  # nn.Embedding stores it non-negative
+        if self.mode == "search":
+            return masked_embedding_checked(ids, self.weight, self.scores, self.threshold, None, pad)
+        return masked_embedding_checked(ids, self.weight, None, None, self.mask, pad)

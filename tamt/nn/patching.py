@@ -87,7 +87,8 @@ def update_thresholds(model: nn.Module) -> Tensor | None:
     mods = [m for _, m in masked_modules(model) if m.mode == "search"]
     if not mods:
         return None
-    taus = ops.topk_thresholds([m.scores.detach() for m in mods], [m.sparsity for m in mods])
+    # the Parameters themselves: a histogram the fused score step left for them is found by identity
+    taus = ops.topk_thresholds([m.scores for m in mods], [m.sparsity for m in mods])
     for m, tau in zip(mods, taus):
         m.threshold = tau.to(m.weight.device)
     return taus
@@ -171,7 +172,7 @@ def sparsity_report(model_or_masks) -> SparsityReport:
         items = [(n, role_of(n.rsplit(".", 1)[0]) or "?", m) for n, m in model_or_masks.items()]
     for name, role, mask in items:
         n = mask.numel()
-        pruned = n - int(mask.sum())
+        pruned = n - int(torch.count_nonzero(mask))  # (a bool .sum() is 4x slower on CPU)
         report.rows.append({"name": name, "role": role, "shape": list(mask.shape), "numel": n,
                             "pruned": pruned, "sparsity": pruned / n})
         report.total += n

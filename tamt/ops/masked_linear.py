@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from . import _backend, reference
-from ._common import autocast_dtype, is_packed, normalize_mask_args
+from ._common import autocast_dtype, is_packed, normalize_mask_args, use_registered_op
 
 _SUPPORTED = ("torch", "triton", "native")
 
@@ -32,8 +32,7 @@ def _kernel_mask_kwargs(scores, threshold, mask, weight):
     return dict(mask=mask)
 
 
-@torch.library.custom_op("tamt::masked_linear", mutates_args=())
-def _masked_linear(
+def _forward_impl(
     x: Tensor,
     weight: Tensor,
     bias: Optional[Tensor],
@@ -55,13 +54,15 @@ def _masked_linear(
     return reference.masked_linear_forward(x, weight, bias, scores, threshold, mask)
 
 
+_masked_linear = torch.library.custom_op("tamt::masked_linear", _forward_impl, mutates_args=())
+
+
 @_masked_linear.register_fake
 def _(x, weight, bias, scores, threshold, mask, backend):
     return x.new_empty(x.shape[0], weight.shape[0])
 
 
-@torch.library.custom_op("tamt::masked_linear_grad_input", mutates_args=())
-def _grad_input(
+def _grad_input_impl(
     grad: Tensor,
     weight: Tensor,
     scores: Optional[Tensor],
@@ -76,13 +77,15 @@ def _grad_input(
     return reference.masked_linear_grad_input(grad, weight, scores, threshold, mask)
 
 
+_grad_input = torch.library.custom_op("tamt::masked_linear_grad_input", _grad_input_impl, mutates_args=())
+
+
 @_grad_input.register_fake
 def _(grad, weight, scores, threshold, mask, backend):
     return grad.new_empty(grad.shape[0], weight.shape[1])
 
 
-@torch.library.custom_op("tamt::masked_linear_grad_params", mutates_args=())
-def _grad_params(
+def _grad_params_impl(
     grad: Tensor,
     x: Tensor,
     weight: Tensor,
@@ -107,6 +110,9 @@ def _grad_params(
     return (ds if ds is not None else empty), (dw if dw is not None else empty)
 
 
+_grad_params = torch.library.custom_op("tamt::masked_linear_grad_params", _grad_params_impl, mutates_args=())
+
+
 @_grad_params.register_fake
 def _(grad, x, weight, scores, threshold, mask, want_scores, want_weight, backend):
     ds = torch.empty_like(scores) if want_scores else weight.new_empty(0)
@@ -121,24 +127,92 @@ def _setup_context(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
-def _backward(ctx, grad):
-    x, weight, scores, threshold, mask = ctx.saved_tensors
+def _grads(ctx, grad, x, weight, scores, threshold, mask, grad_input, grad_params, w_eff=None):
+    """(dX, dW, dBias, dScores) for the grads autograd asked for; ``grad_input``/``grad_params``
+    are the registered ops (traced graphs) or their implementations (eager)."""
     need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
-    grad = grad.contiguous()
     dx = dw = db = ds = None
     if need_x:
-        dx = _grad_input(grad, weight, scores, threshold, mask, ctx.backend)
+        dx = grad @ w_eff if w_eff is not None else grad_input(grad, weight, scores, threshold, mask, ctx.backend)
     want_s = bool(need_s and scores is not None)
-    if want_s or need_w:
-        ds_, dw_ = _grad_params(grad, x, weight, scores, threshold, mask, want_s, bool(need_w), ctx.backend)
+    if want_s and not need_w and w_eff is not None:  # eager torch search step: the STE product in place
+        ds = grad.t().mm(x).mul_(weight)
+        if ds.dtype != scores.dtype:
+            ds = ds.to(scores.dtype)
+    elif (want_s or need_w) and w_eff is not None:
+        ds, dw = reference.masked_linear_grad_params(grad, x, weight, scores, threshold, mask, want_s, need_w)
+    elif want_s or need_w:
+        ds_, dw_ = grad_params(grad, x, weight, scores, threshold, mask, want_s, bool(need_w), ctx.backend)
         ds = ds_ if want_s else None
         dw = dw_ if need_w else None
     if need_b and ctx.has_bias:
         db = grad.sum(0)
-    return dx, dw, db, ds, None, None, None
+    return dx, dw, db, ds
+
+
+def _backward(ctx, grad):
+    x, weight, scores, threshold, mask = ctx.saved_tensors
+    return *_grads(ctx, grad.contiguous(), x, weight, scores, threshold, mask, _grad_input, _grad_params), None, None, None
 
 
 _masked_linear.register_autograd(_backward, setup_context=_setup_context)
+
+
+_ZEROS: dict = {}
+
+
+def _zero(like: Tensor) -> Tensor:
+    """A cached 0-dim zero of ``like``'s dtype and device (``where`` with a Python 0.0 wraps a new one per call)."""
+    key = (like.dtype, like.device)
+    z = _ZEROS.get(key)
+    if z is None:
+        z = _ZEROS[key] = torch.zeros((), dtype=like.dtype, device=like.device)
+    return z
+
+
+class _EagerMaskedLinear(torch.autograd.Function):
+    """The registered op's forward and backward for eager mode, without the dispatcher.
+
+    ``custom_op``'s Python autograd wrapper plus three dispatcher round trips
+    cost several times an ``F.linear`` fwd+bwd on small shapes (host overhead
+    is what a GPU step of BERT-base waits on).  Same implementations, same
+    gradients; ``torch.compile`` and dispatch modes (FakeTensor) still get the
+    opaque registered op (see ``use_registered_op``).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, scores, threshold, mask, backend):
+        w_eff = None
+        if backend == "torch":
+            # The unfused path materialises W*M anyway: keep it for grad-input instead of rebuilding it.
+            m = scores > threshold if scores is not None else reference.dense_mask(weight, None, None, mask)
+            w_eff = torch.where(m, weight, _zero(weight))
+            y = torch.nn.functional.linear(x, w_eff, bias)
+        else:
+            y = _forward_impl(x, weight, bias, scores, threshold, mask, backend)
+        ctx.save_for_backward(x, weight, scores, threshold, mask, w_eff)
+        ctx.backend = backend
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, scores, threshold, mask, w_eff = ctx.saved_tensors
+        if ctx.backend != "torch":  # the kernels want dense rows; torch's GEMMs take any strides
+            grad = grad.contiguous()
+        return *_grads(ctx, grad, x, weight, scores, threshold, mask, _grad_input_impl, _grad_params_impl, w_eff), \
+            None, None, None
+
+
+def _apply(x2: Tensor, weight, bias, scores, threshold, mask, backend: str) -> Tensor:
+    if use_registered_op():
+        return _masked_linear(x2, weight, bias, scores, threshold, mask, backend)
+    if torch.is_grad_enabled() and (
+        x2.requires_grad or weight.requires_grad or (scores is not None and scores.requires_grad)
+        or (bias is not None and bias.requires_grad)
+    ):
+        return _EagerMaskedLinear.apply(x2, weight, bias, scores, threshold, mask, backend)
+    return _forward_impl(x2, weight, bias, scores, threshold, mask, backend)
 
 
 def masked_linear(
@@ -162,21 +236,29 @@ def masked_linear(
         raise ValueError(
             f"masked_linear: input has {x.shape[-1]} features but the weight expects {weight.shape[1]}"
         )
+    return masked_linear_checked(x, weight, bias, scores, threshold, mask)
+
+
+def masked_linear_checked(x: Tensor, weight: Tensor, bias, scores, threshold, mask) -> Tensor:
+    """``masked_linear`` for arguments already validated (the masked modules check theirs once,
+    when they enter a mode): ``threshold`` a 0-dim tensor on the scores' device, shapes fitting."""
     cast = autocast_dtype(x.device.type)
     if cast is not None:
         with torch.autocast(x.device.type, enabled=False):
-            return masked_linear(
-                x.to(cast), weight.to(cast), None if bias is None else bias.to(cast),
-                scores=scores, threshold=threshold, mask=mask,
+            return masked_linear_checked(
+                x.to(cast), weight.to(cast), None if bias is None else bias.to(cast), scores, threshold, mask
             )
     if x.dtype != weight.dtype:
         raise TypeError(f"masked_linear: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
     backend = _backend.resolve("gemm", x.device.type, _SUPPORTED)
     if backend == "native" and scores is None:
         backend = "torch"  # the native binarize kernel is for search mode; fixed masks use the reference
+    if x.dim() == 2:
+        x2 = x if x.is_contiguous() else x.contiguous()
+        return _apply(x2, weight, bias, scores, threshold, mask, backend)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     if not x2.is_contiguous():
         x2 = x2.contiguous()
-    y = _masked_linear(x2, weight, bias, scores, threshold, mask, backend)
-    return y.reshape(*lead, weight.shape[0])
+    y = _apply(x2, weight, bias, scores, threshold, mask, backend)
+    return y.view(*lead, weight.shape[0])

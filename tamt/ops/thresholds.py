@@ -11,13 +11,14 @@ s = 0 gives tau = -inf: everything is kept.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from . import _backend, reference
-from ._common import check_sparsity, sparsity_to_k
+from ._common import check_sparsity, sparsity_to_k, use_registered_op
 
 _SUPPORTED = ("torch", "triton", "native")
 
@@ -44,13 +45,67 @@ def _(scores, ks, backend):
 def _check_no_nan(flats: list[Tensor]) -> None:
     # One fused reduction over every matrix: a norm is NaN iff some entry is NaN.
     norms = torch._foreach_norm([f.float() if f.dtype in (torch.bfloat16, torch.float16) else f for f in flats])
-    bad = torch.isnan(torch.stack([n.float() for n in norms]))
+    _raise_if_nan(torch.isnan(torch.stack([n.float() for n in norms])))
+
+
+def _raise_if_nan(bad: Tensor) -> None:
     if bool(bad.any()):
         which = [i for i, b in enumerate(bad.tolist()) if b]
         raise ValueError(
             f"scores of matrix {which[:5]} contain NaN; the mask cannot be selected. "
             "This usually means the search diverged: lower the learning rate or resume from an earlier checkpoint."
         )
+
+
+# First-digit histograms left by the fused score step (tamt.pruning.score_step), by (address, numel):
+# (weak reference to the tensor, its version counter then, hist_bits, row).  An entry counts only while that
+# tensor is alive at the same address and unmodified since (``_version``, which every in-place op bumps;
+# writes through ``.data`` bypass it as they bypass autograd's own checks -- the select then usually
+# detects the mismatch and the full select runs).
+_KEY_HISTS: dict = {}
+_NAN_FREE_TOP_BIN_BITS = 10  # from 10 bits on, the top bin holds only NaN keys (+inf is 0xFF800000)
+
+
+def note_key_histograms(tensors: Sequence[Tensor], hist: Tensor, hist_bits: int) -> None:
+    """Remember ``hist[i]``, the first radix digit histogram of ``tensors[i]`` (float32) as it is now."""
+    for key in [k for k, e in _KEY_HISTS.items() if e[0]() is None]:
+        del _KEY_HISTS[key]
+    for t, row in zip(tensors, hist):
+        _KEY_HISTS[(t.data_ptr(), t.numel())] = (weakref.ref(t), t._version, int(hist_bits), row)
+
+
+def _noted(t: Tensor):
+    e = _KEY_HISTS.get((t.data_ptr(), t.numel()))
+    if e is None or t.dtype != torch.float32:
+        return None
+    owner = e[0]()
+    if owner is None or owner.data_ptr() != t.data_ptr() or owner._version != e[1]:
+        return None
+    return e
+
+
+def _first_histograms(scores: list[Tensor]):
+    """(histograms, hist_bits) when the fused score step left one for (nearly) every tensor, else None.
+
+    Tensors it did not update (no gradient, e.g. the pooler under KD) get theirs computed once here and
+    noted; when most are unknown the select's own first pass is cheaper than that.
+    """
+    from tamt import _native
+
+    entries = [_noted(t) for t in scores]
+    known = [e for e in entries if e is not None]
+    if not known or len({e[2] for e in known}) != 1:
+        return None
+    hist_bits = known[0][2]
+    missing = [i for i, e in enumerate(entries) if e is None]
+    if any(scores[i].dtype != torch.float32 for i in missing) or \
+            8 * sum(scores[i].numel() for i in missing) > sum(t.numel() for t in scores):
+        return None
+    rows = [None if e is None else e[3] for e in entries]
+    for i in missing:
+        rows[i] = _native.key_histogram_reference(scores[i].detach(), hist_bits)
+        note_key_histograms([scores[i]], rows[i][None], hist_bits)
+    return torch.stack(rows), hist_bits
 
 
 def topk_thresholds(
@@ -79,10 +134,25 @@ def topk_thresholds(
         if s.numel() == 0:
             raise ValueError(f"topk_thresholds: score tensor #{i} is empty")
     flats = [s.detach().reshape(-1) for s in scores]
-    if check_nan:
-        _check_no_nan(flats)
     ks = [sparsity_to_k(sp, f.numel()) for sp, f in zip(sparsities, flats)]
     backend = _backend.resolve("select", device.type, _SUPPORTED)
+    if backend == "native" and not use_registered_op():
+        first = _first_histograms(scores)
+        if first is not None:  # the fused score step did the select's first pass
+            hist, hist_bits = first
+            if check_nan:
+                if hist_bits >= _NAN_FREE_TOP_BIN_BITS:
+                    _raise_if_nan(hist[:, -1] > 0)  # NaN keys are the largest: the top bin counts them
+                else:
+                    _check_no_nan(flats)
+            from tamt import _native
+
+            try:
+                return _native.segmented_kth_smallest(flats, ks, first_hist=hist.to(device), hist_bits=hist_bits)
+            except RuntimeError:  # the select saw a histogram that does not match (scores changed via .data?)
+                _KEY_HISTS.clear()
+    if check_nan:
+        _check_no_nan(flats)
     return _segmented_kth_smallest(flats, ks, backend)
 
 
