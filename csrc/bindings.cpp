@@ -108,6 +108,11 @@ PYBIND11_MODULE(_C, m) {
 #ifdef TAMT_WITH_CUDA
   // ---------------------------------------------------------------- CUDA
   m.def("cuda_device_count", &tamt::cuda::device_count);
+  m.def("cuda_device_query", []() {
+    int q[4];
+    tamt::cuda::device_query(q);
+    return py::make_tuple(q[0], q[1], std::string(tamt::cuda::error_string(q[1])), q[2], q[3]);
+  });
   m.def("cuda_chunk_elems", &tamt::cuda::chunk_elems);
   m.def("cuda_adamw_chunk_elems", &tamt::cuda::adamw_chunk_elems);
   m.def("cuda_workspace_bytes", &tamt::cuda::workspace_bytes);

@@ -101,8 +101,29 @@ def _cuda_reason() -> Optional[str]:
             f"rebuild with a CUDA torch and nvcc: `{BUILD_COMMAND}`"
         )
     if _C.cuda_device_count() == 0:
-        return "tamt._C has CUDA kernels but no CUDA device is visible"
+        return _no_device_reason()
     return None
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _no_device_reason() -> str:
+    """Why the CUDA runtime tamt._C links sees no device (a toolkit newer than the driver looks like none)."""
+    query = getattr(_C, "cuda_device_query", None)  # absent in modules built before it existed
+    if query is None:
+        return "tamt._C has CUDA kernels but no CUDA device is visible"
+    _, err, msg, runtime, driver = query()
+    if driver == 0:
+        return "tamt._C has CUDA kernels but no NVIDIA driver was found"
+    if runtime > driver:
+        return (
+            f"tamt._C was built with CUDA {_cuda_version(runtime)} but the driver supports CUDA "
+            f"{_cuda_version(driver)} (nvcc newer than the driver): rebuild with an nvcc <= {_cuda_version(driver)} "
+            f"(CUDACXX=/path/to/nvcc {BUILD_COMMAND}) or update the driver"
+        )
+    return f"tamt._C has CUDA kernels but sees no CUDA device (cudaGetDeviceCount: {msg}, error {err})"
 
 
 def unavailable_reason(device=None) -> Optional[str]:

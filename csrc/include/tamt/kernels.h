@@ -100,6 +100,10 @@ int adamw_scores_step(int64_t nseg, const int64_t* meta, int64_t total_blocks,
 
 const char* error_string(int code);
 int device_count();
+// Why device_count() may be 0: the cudaGetDeviceCount error (0 = none) and the runtime this module
+// links vs the driver's CUDA version (1000 * major + 10 * minor; a runtime newer than the driver
+// fails with cudaErrorInsufficientDriver).  out = {count, error, runtime_version, driver_version}.
+void device_query(int out[4]);
 
 }  // namespace cuda
 }  // namespace tamt
