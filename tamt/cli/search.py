@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from tamt.pruning.compiled import COMPILE_MODES
 from tamt.pruning.config import METHODS, PRESETS, SCORE_INITS, THRESHOLD_MODES
 
 _PRESET_HELP = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items() if a != "save_masks_at")
@@ -75,6 +76,8 @@ def register(subparsers) -> None:
                         "(for a corpus of one long document)")
     r.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     r.add_argument("--amp", choices=["auto", "bf16", "none"], default=None, help="bf16 autocast (auto: on CUDA)")
+    r.add_argument("--compile", choices=COMPILE_MODES, default=None,
+                   help="torch.compile the step's forwards (reduce-overhead: + CUDA graphs on GPU; default none)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_search)
 
@@ -107,7 +110,7 @@ def register(subparsers) -> None:
 
 _OPTS = ["lr", "head_lr", "weight_decay", "batch_size", "block_size", "grad_clip", "threshold_mode",
          "reset_interval", "score_init", "imp_interval", "head_fit_steps", "eval_every", "eval_batches",
-         "checkpoint_every", "max_blocks", "device", "amp", "seed", "validation_fraction"]
+         "checkpoint_every", "max_blocks", "device", "amp", "seed", "validation_fraction", "compile"]
 
 
 def _search(args) -> int:

@@ -109,6 +109,8 @@ class SearchConfig:
     tensorboard: bool = True
     # run-folder hygiene (issue 12): a finished run deletes its checkpoint.pt (BERT-base: 268 MB) unless asked
     keep_checkpoint: bool = False
+    # -- step speed (issue 13) --
+    compile: str = "none"  # torch.compile the step's forwards: none | default | reduce-overhead | max-autotune | aot_eager
 
     def __post_init__(self):
         self.method = check_method(self.method)
@@ -138,6 +140,9 @@ class SearchConfig:
             raise ValueError(f"imp_rate must be in (0, 1), got {self.imp_rate}")
         if self.amp not in ("auto", "bf16", "none"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
+        from .compiled import check_compile_mode
+
+        check_compile_mode(self.compile)
 
     # -- derived values ----------------------------------------------------
     @property

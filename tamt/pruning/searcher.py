@@ -28,6 +28,7 @@ from .config import ONE_SHOT_METHODS, SearchConfig
 from .context import SearchContext
 from .numerics import StepGuard
 from .objectives import kd_loss_sum, mask_tokens, mlm_loss_sum
+from .compiled import StepForwards
 from .score_step import make_score_optimizer
 from .strategies import make_strategy
 
@@ -107,6 +108,7 @@ class Searcher:
         self.optimizer = None
         self.scheduler = None
         self.reset_optimizer()
+        self.forwards = StepForwards(self.config.compile)  # eager, or torch.compile (compiled.py)
         self._tb = None
         self._bar = None
         self._needs_teacher = self.config.uses_kd
@@ -184,7 +186,7 @@ class Searcher:
 
     def compute_loss(self, b: dict) -> tuple[torch.Tensor, dict]:
         objective = self.strategy.objective
-        enc = base_model(self.model)
+        enc = self.forwards(base_model(self.model))
         metrics = {}
         use_kd = objective in ("kd", "mlm+kd")
         use_mlm = objective in ("mlm", "mlm+kd")
@@ -200,7 +202,8 @@ class Searcher:
                 metrics["mlm_acc"] = float(self._allsum(correct) / gc)
             if use_kd:
                 with torch.no_grad():
-                    t = self.ctx.teacher(input_ids=ids, attention_mask=b["attention_mask"], output_hidden_states=True)
+                    t = self.forwards(self.ctx.teacher)(input_ids=ids, attention_mask=b["attention_mask"],
+                                                       output_hidden_states=True)
                 s, c = kd_loss_sum(out.hidden_states, t.hidden_states, b["attention_mask"])
                 L = len(out.hidden_states) - 1
                 gc = self._allsum(c).clamp(min=1) * L
