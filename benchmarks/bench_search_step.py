@@ -224,8 +224,11 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--phase-steps", type=int, default=3, help="instrumented steps for the breakdown")
     ap.add_argument("--max-blocks", type=int, default=400)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/search-step-cpu-<date>.json)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import datasets
     import transformers

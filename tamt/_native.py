@@ -44,6 +44,7 @@ __all__ = [
     "prefer_native",
     "segmented_kth_smallest",
     "segmented_kth_smallest_from_histogram",
+    "segmented_kth_smallest_count_le",
     "pack_mask",
     "unpack_mask",
     "binarize_and_mask",
@@ -402,13 +403,44 @@ def segmented_kth_smallest(
     ``adamw_scores_step`` returned for exactly these scores; it replaces the
     first pass over the scores.
     """
+    flat, ks, first_hist = _select_args(scores, ks, first_hist, hist_bits)
+    if not flat:
+        return torch.empty(0, dtype=torch.float32)
+    return torch.ops.tamt_native.segmented_kth_smallest(flat, ks, first_hist, int(hist_bits))
+
+
+def segmented_kth_smallest_count_le(
+    scores: Sequence[torch.Tensor],
+    ks: Sequence[int],
+    *,
+    first_hist: Optional[torch.Tensor] = None,
+    hist_bits: int = DEFAULT_HIST_BITS,
+) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """CPU: ``segmented_kth_smallest`` plus, per tensor, how many entries are <= its threshold (int64; -1
+    where k == 0), which the select knows without another pass (a tie check at the threshold otherwise
+    reads every score again).  Counts compare order-preserving keys, so -0.0 < +0.0 there.  None when the
+    loaded tamt._C predates this function or the scores are not on the CPU."""
+    fn = getattr(_C, "cpu_segmented_kth_smallest_count_le", None)
+    if fn is None or not scores or any(t.device.type != "cpu" for t in scores):
+        return None
+    flat, ks, first_hist = _select_args(scores, ks, first_hist, hist_bits)
+    out = torch.empty(len(flat), dtype=flat[0].dtype)
+    counts = torch.empty(len(flat), dtype=torch.int64)
+    fh = 0 if first_hist is None else first_hist.data_ptr()
+    fn(_dtype_code(flat[0].dtype), [t.data_ptr() for t in flat], [t.numel() for t in flat], list(ks), out.data_ptr(),
+       fh, int(hist_bits), counts.data_ptr())
+    return out, counts
+
+
+def _select_args(scores, ks, first_hist, hist_bits):
+    """Validated (flat scores in one kernel dtype, ks, first_hist) for the select."""
     scores = list(scores)
     ks = [int(k) for k in ks]
     if len(scores) != len(ks):
         raise ValueError(f"segmented_kth_smallest: {len(scores)} tensors but {len(ks)} ks")
     _check_hist_bits(hist_bits)
     if not scores:
-        return torch.empty(0, dtype=torch.float32)
+        return [], ks, first_hist
     dev = _common_device(scores, "segmented_kth_smallest")
     _require(dev)
     for t in scores:
@@ -431,7 +463,7 @@ def segmented_kth_smallest(
                 f"{first_hist.dtype} {tuple(first_hist.shape)} on {first_hist.device}"
             )
         first_hist = first_hist.contiguous()
-    return torch.ops.tamt_native.segmented_kth_smallest(flat, ks, first_hist, int(hist_bits))
+    return flat, ks, first_hist
 
 
 def segmented_kth_smallest_from_histogram(

@@ -12,7 +12,7 @@ from ._backend import BACKENDS, get_backend, set_backend, use_backend
 from .masked_embedding import masked_embedding
 from .masked_linear import masked_linear
 from .packing import pack_mask, unpack_mask
-from .thresholds import topk_threshold, topk_thresholds
+from .thresholds import topk_threshold, topk_thresholds, topk_thresholds_and_counts
 
 __all__ = [
     "BACKENDS",
@@ -23,6 +23,7 @@ __all__ = [
     "masked_embedding",
     "topk_threshold",
     "topk_thresholds",
+    "topk_thresholds_and_counts",
     "pack_mask",
     "unpack_mask",
 ]

@@ -117,6 +117,18 @@ def topk_thresholds(
     scores' device; entry i is the floor(s_i * n_i)-th smallest value of
     ``scores[i]`` (-inf where that k is 0).
     """
+    return _thresholds(scores, sparsities, check_nan, want_counts=False)[0]
+
+
+def topk_thresholds_and_counts(
+    scores: Sequence[Tensor], sparsities: Sequence[float] | float, *, check_nan: bool = True
+) -> tuple[Tensor, list[int | None]]:
+    """``topk_thresholds`` and, per tensor, the number of entries <= its threshold where the select
+    counted it for free (native CPU backend), else None: ``count > k`` means ties at the threshold."""
+    return _thresholds(scores, sparsities, check_nan, want_counts=True)
+
+
+def _thresholds(scores, sparsities, check_nan: bool, want_counts: bool):
     scores = list(scores)
     if isinstance(sparsities, (int, float)):
         sparsities = [float(sparsities)] * len(scores)
@@ -124,7 +136,7 @@ def topk_thresholds(
     if len(sparsities) != len(scores):
         raise ValueError(f"topk_thresholds: {len(scores)} score tensors but {len(sparsities)} sparsities")
     if not scores:
-        return torch.empty(0)
+        return torch.empty(0), []
     device = scores[0].device
     for i, s in enumerate(scores):
         if s.device != device:
@@ -136,7 +148,10 @@ def topk_thresholds(
     flats = [s.detach().reshape(-1) for s in scores]
     ks = [sparsity_to_k(sp, f.numel()) for sp, f in zip(sparsities, flats)]
     backend = _backend.resolve("select", device.type, _SUPPORTED)
+    no_counts = [None] * len(flats)
     if backend == "native" and not use_registered_op():
+        from tamt import _native
+
         first = _first_histograms(scores)
         if first is not None:  # the fused score step did the select's first pass
             hist, hist_bits = first
@@ -145,15 +160,28 @@ def topk_thresholds(
                     _raise_if_nan(hist[:, -1] > 0)  # NaN keys are the largest: the top bin counts them
                 else:
                     _check_no_nan(flats)
-            from tamt import _native
-
             try:
-                return _native.segmented_kth_smallest(flats, ks, first_hist=hist.to(device), hist_bits=hist_bits)
+                return _native_select(flats, ks, hist.to(device), hist_bits, want_counts)
             except RuntimeError:  # the select saw a histogram that does not match (scores changed via .data?)
                 _KEY_HISTS.clear()
+        elif want_counts:
+            if check_nan:
+                _check_no_nan(flats)
+            return _native_select(flats, ks, None, _native.DEFAULT_HIST_BITS, want_counts)
     if check_nan:
         _check_no_nan(flats)
-    return _segmented_kth_smallest(flats, ks, backend)
+    return _segmented_kth_smallest(flats, ks, backend), no_counts
+
+
+def _native_select(flats, ks, hist, hist_bits: int, want_counts: bool):
+    from tamt import _native
+
+    if want_counts:
+        got = _native.segmented_kth_smallest_count_le(flats, ks, first_hist=hist, hist_bits=hist_bits)
+        if got is not None:
+            taus, counts = got
+            return taus, [c if c >= 0 else None for c in counts.tolist()]
+    return _native.segmented_kth_smallest(flats, ks, first_hist=hist, hist_bits=hist_bits), [None] * len(flats)
 
 
 def topk_threshold(scores: Tensor, sparsity: float, *, check_nan: bool = True) -> Tensor:

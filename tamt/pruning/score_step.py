@@ -127,3 +127,33 @@ def make_score_optimizer(groups: list, **kwargs) -> torch.optim.Optimizer:
         kwargs.setdefault("fused" if scores[0].device.type in ("cpu", "cuda") else "foreach", True)
         return ScoreAdamW(groups, **kwargs)
     return adamw(groups, **kwargs)
+
+
+def exact_thresholds(model) -> None:
+    """Exact top-k thresholds of every searching module, ties at tau broken so exactly floor(s*n) are pruned.
+
+    One segmented select over all matrices (reusing the fused step's first-digit histogram when it is
+    fresh).  The mask is scores > tau, so scores tied at tau (float32 has only ~8M values in [2*t0, 4*t0),
+    and scores without gradient keep their initial values) would all be pruned: the surplus tied entries
+    are raised by one ulp above tau (ties broken by position).  Whether there are ties comes from the
+    select's own count of entries <= tau where the native CPU select provides it, else from one more pass.
+    """
+    from tamt.nn import masked_modules
+    from tamt.ops import topk_thresholds_and_counts
+    from tamt.ops._common import sparsity_to_k
+
+    mods = [m for _, m in masked_modules(model) if m.mode == "search"]
+    if not mods:
+        return
+    taus, counts = topk_thresholds_and_counts([m.scores for m in mods], [m.sparsity for m in mods])
+    with torch.no_grad():
+        for m, tau, le in zip(mods, taus, counts):
+            m.threshold = tau.to(m.weight.device)
+            flat = m.scores.view(-1)
+            k = sparsity_to_k(m.sparsity, flat.numel())
+            if le is None or tau == 0:  # (the select counts keys, where -0.0 < +0.0)
+                le = int(torch.count_nonzero(flat <= m.threshold))  # (bool .sum() is 4x slower on CPU)
+            if le > k:
+                tied = (flat == m.threshold).nonzero().view(-1)
+                lift = tied[tied.numel() - (le - k):]
+                flat[lift] = torch.nextafter(m.threshold, torch.tensor(float("inf"), device=flat.device))

@@ -11,11 +11,11 @@ import math
 import torch
 from torch import nn
 
-from tamt.nn import get_masks, masked_modules, patch_model, set_masks, update_thresholds
+from tamt.nn import get_masks, masked_modules, patch_model, set_masks
 from tamt.nn.scores import keep_largest, random_mask, ranked_scores
-from tamt.ops._common import sparsity_to_k
 
 from .objectives import mlm_head_parameters
+from .score_step import exact_thresholds
 
 
 class Strategy:
@@ -63,23 +63,9 @@ class Strategy:
 def thresholds_exact(model: nn.Module) -> None:
     """Exact top-k thresholds, then break ties at tau so that exactly floor(s*n) scores are pruned.
 
-    The mask is scores > tau; scores tied at tau (float32 has only ~8M values in [2*t0, 4*t0), and
-    scores without gradient keep their initial values) would all be pruned.  The surplus tied
-    entries are raised by one ulp above tau (ties broken by position).
+    (See ``tamt.pruning.score_step.exact_thresholds``: one select that reuses the fused score step's work.)
     """
-    update_thresholds(model)
-    with torch.no_grad():
-        for _, m in masked_modules(model):
-            if m.mode != "search":
-                continue
-            flat = m.scores.view(-1)
-            n = flat.numel()
-            k = sparsity_to_k(m.sparsity, n)
-            pruned = int(torch.count_nonzero(flat <= m.threshold))  # (bool .sum() is 4x slower on CPU)
-            if pruned > k:
-                tied = (flat == m.threshold).nonzero().view(-1)
-                lift = tied[tied.numel() - (pruned - k):]
-                flat[lift] = torch.nextafter(m.threshold, torch.tensor(float("inf"), device=flat.device))
+    exact_thresholds(model)
 
 
 def _freeze_all(model: nn.Module) -> None:

@@ -119,3 +119,35 @@ def test_thresholds_reuse_the_step_histogram_and_stay_exact(monkeypatch):
     opt.step()
     with pytest.raises(ValueError, match="NaN"):
         ops.topk_thresholds(scores, 0.6)
+
+
+@needs_native
+def test_select_counts_entries_at_or_below_the_threshold():
+    g = torch.Generator().manual_seed(6)
+    ties = torch.randint(0, 5, (3000,), generator=g).float()  # heavy ties at every threshold
+    scores = [torch.randn(1000, generator=g), ties, torch.full((64,), 0.5), torch.randn(50, generator=g),
+              torch.randn(777, generator=g).double()]
+    ks = [500, 1700, 10, 0, 1]
+    for hist in (None, torch.stack([_native.key_histogram_reference(t.float(), 11) for t in scores[:4]])):
+        s, k = (scores, ks) if hist is None else (scores[:4], ks[:4])
+        taus, counts = _native.segmented_kth_smallest_count_le(s, k, first_hist=hist)
+        for t, kk, tau, c in zip(s, k, taus, counts.tolist()):
+            if kk == 0:
+                assert c == -1 and tau == float("-inf")
+            else:
+                assert tau == torch.kthvalue(t.reshape(-1), kk).values
+                assert c == int((t <= tau).sum())
+
+
+@needs_native
+def test_exact_thresholds_break_ties_with_the_select_count():
+    from tamt.nn import MaskedLinear
+    from tamt.pruning.score_step import exact_thresholds
+
+    model = torch.nn.Sequential(MaskedLinear(40, 30), MaskedLinear(30, 20))
+    for m in model:
+        m.start_search(0.5, init=torch.randint(0, 3, m.weight.shape).float())  # three levels: ties at tau
+    exact_thresholds(model)
+    for m in model:
+        n = m.weight.numel()
+        assert int((m.scores > m.threshold).sum()) == n - n // 2  # exactly floor(s*n) pruned
