@@ -24,7 +24,7 @@ constexpr int kCopies = 4;  // interleaved sub-histograms per segment (see updat
 // One tile: the update, then the histogram of the tile while it is in L1.
 // Written for the vectorizer (a scalar loop calling sqrtf/fmaf ran ~5x slower
 // than torch's fused AdamW): the lerp's branch (torch's two lerp formulas,
-// chosen by the weight) is hoisted out of the loop, sqrt and fma are
+// chosen by the weight) is a loop-invariant select, sqrt and fma are
 // builtins (library calls cannot be inlined into the AVX2 clone, and this
 // file is compiled with -fno-math-errno), the order-preserving keys are
 // computed in a vectorizable loop, and the counts go to kCopies interleaved
@@ -40,30 +40,19 @@ void update_tile(const AdamWCoeffs& c, float* __restrict p, const float* __restr
                  float* __restrict v, int64_t n, uint32_t* __restrict h, int nb, int shift) {
   const float decay = c.decay, w = c.lerp_weight, b2 = c.beta2, omb2 = c.one_minus_beta2;
   const float bc2 = c.bc2_sqrt, eps = c.eps, nss = c.neg_step_size;
-  if (w < 0.5f && w > -0.5f) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float gi = g[i];
-      const float mi = __builtin_fmaf(w, gi - m[i], m[i]);
-      float vi = v[i] * b2;
-      vi = vi + omb2 * gi * gi;
-      const float denom = __builtin_sqrtf(vi) / bc2 + eps;
-      const float pi = p[i] * decay;
-      p[i] = pi + nss * (mi / denom);
-      m[i] = mi;
-      v[i] = vi;
-    }
-  } else {
-    for (int64_t i = 0; i < n; ++i) {
-      const float gi = g[i];
-      const float mi = __builtin_fmaf(w - 1.0f, gi - m[i], gi);
-      float vi = v[i] * b2;
-      vi = vi + omb2 * gi * gi;
-      const float denom = __builtin_sqrtf(vi) / bc2 + eps;
-      const float pi = p[i] * decay;
-      p[i] = pi + nss * (mi / denom);
-      m[i] = mi;
-      v[i] = vi;
-    }
+  // torch's lerp: m + w*(g - m) for |w| < 0.5, else g - (1 - w)*(g - m); the choice is loop-invariant
+  const bool near_m = w < 0.5f && w > -0.5f;
+  const float a = near_m ? w : w - 1.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i], mo = m[i];
+    const float mi = __builtin_fmaf(a, gi - mo, near_m ? mo : gi);
+    float vi = v[i] * b2;
+    vi = vi + omb2 * gi * gi;
+    const float denom = __builtin_sqrtf(vi) / bc2 + eps;
+    const float pi = p[i] * decay;
+    p[i] = pi + nss * (mi / denom);
+    m[i] = mi;
+    v[i] = vi;
   }
   uint32_t digit[kTile];
   for (int64_t i = 0; i < n; ++i) {  // f32_bits_to_key, spelled out so that it vectorizes here
