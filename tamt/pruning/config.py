@@ -19,6 +19,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 
+from .compiled import COMPILE_MODES, check_compile_mode  # noqa: F401 (COMPILE_MODES: the field's choices)
+
 METHODS = ("random", "omp", "imp", "tamt-mlm", "tamt-kd", "tamt-mlm-kd")
 TAMT_METHODS = ("tamt-mlm", "tamt-kd", "tamt-mlm-kd")
 ONE_SHOT_METHODS = ("random", "omp")
@@ -140,8 +142,6 @@ class SearchConfig:
             raise ValueError(f"imp_rate must be in (0, 1), got {self.imp_rate}")
         if self.amp not in ("auto", "bf16", "none"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
-        from .compiled import check_compile_mode
-
         check_compile_mode(self.compile)
 
     # -- derived values ----------------------------------------------------

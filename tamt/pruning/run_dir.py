@@ -45,6 +45,7 @@ HARMLESS = frozenset({
     "checkpoint_every",  # when the state is saved, not what it is
     "keep_checkpoint",  # whether checkpoint.pt survives the finished run
     "device",  # moving an interrupted run to another device (the last float bits may differ)
+    "compile",  # torch.compile or eager: the same step (the last float bits may differ)
 })
 # Not harmless although they look it: eval_every and save_masks_at (in paper threshold mode an evaluation or a
 # step mask resets tau, which changes the mask), eval_batches / eval_batch_size (one metrics.jsonl would mix two

@@ -51,7 +51,12 @@ class ScoreAdamW(torch.optim.AdamW):
 
         self.native_groups = tuple(native_groups)
         self.hist_bits = int(hist_bits or _native.DEFAULT_HIST_BITS)
+        if not 9 <= self.hist_bits <= 12:  # >= 9: the non-finite keys fill whole bins at both ends
+            raise ValueError(f"hist_bits must be in [9, 12], got {self.hist_bits}")
         self.native_steps = 0  # group updates done by the native kernel (tests and benchmarks read it)
+        # ids of the params the last step updated natively and left finite: their histograms have no count in
+        # the bins of exponent 255 (+-inf, NaN), so a NaN/Inf check after the step need not read them again
+        self.verified_finite: set[int] = set()
 
     def _goes_native(self, group: dict) -> bool:
         if group.get("name") not in self.native_groups:
@@ -74,6 +79,7 @@ class ScoreAdamW(torch.optim.AdamW):
             with torch.enable_grad():
                 loss = closure()
         rest = []
+        self.verified_finite = set()
         for group in self.param_groups:
             if self._goes_native(group):
                 self._native_step(group)
@@ -116,6 +122,9 @@ class ScoreAdamW(torch.optim.AdamW):
                 step=n, hist_bits=self.hist_bits,
             )
             note_key_histograms(ps, hist, self.hist_bits)
+            edge = 1 << (self.hist_bits - 9)  # bins whose keys have exponent 255: the first and last `edge`
+            nonfinite = (hist[:, :edge].sum(1) + hist[:, -edge:].sum(1)).tolist()
+            self.verified_finite.update(id(p) for p, bad in zip(ps, nonfinite) if bad == 0)
         self.native_steps += 1
 
 
@@ -157,3 +166,9 @@ def exact_thresholds(model) -> None:
                 tied = (flat == m.threshold).nonzero().view(-1)
                 lift = tied[tied.numel() - (le - k):]
                 flat[lift] = torch.nextafter(m.threshold, torch.tensor(float("inf"), device=flat.device))
+
+
+def needs_finite_check(optimizer, params: list) -> list:
+    """The params a NaN/Inf check after ``optimizer.step()`` still has to read (all, for a torch optimizer)."""
+    done = getattr(optimizer, "verified_finite", None)
+    return [p for p in params if id(p) not in done] if done else list(params)

@@ -29,7 +29,7 @@ from .context import SearchContext
 from .numerics import StepGuard
 from .objectives import kd_loss_sum, mask_tokens, mlm_loss_sum
 from .compiled import StepForwards
-from .score_step import make_score_optimizer
+from .score_step import make_score_optimizer, needs_finite_check
 from .strategies import make_strategy
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ class Searcher:
             torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, grad_norm)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
-        self.guard.after_update(self.step_count + 1, params)
+        self.guard.after_update(self.step_count + 1, needs_finite_check(self.optimizer, params))
         self.scheduler.step()
         self.step_count += 1
         self.strategy.after_step(self.step_count)

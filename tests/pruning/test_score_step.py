@@ -114,9 +114,13 @@ def test_thresholds_reuse_the_step_histogram_and_stay_exact(monkeypatch):
         scores[1].mul_(-1.0)  # changed since the step: its histogram is stale, the full select runs
     exact()
     assert calls[-1] is False
+    assert {id(p) for p in scores} <= opt.verified_finite  # finite after the step: the NaN guard may skip them
     _grads(g, scores, head, 5)
     scores[2].grad[7] = float("nan")
+    scores[0].grad[3] = float("inf")
     opt.step()
+    assert id(scores[2]) not in opt.verified_finite and id(scores[0]) not in opt.verified_finite
+    assert id(scores[1]) in opt.verified_finite
     with pytest.raises(ValueError, match="NaN"):
         ops.topk_thresholds(scores, 0.6)
 
