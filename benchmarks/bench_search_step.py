@@ -21,7 +21,7 @@ swapped every round) and the medians are compared, in wall-clock and in the
 process's CPU time (on a shared machine the CPU time is what other users
 distort least; with ``--threads 1`` it is the work done); then a few
 instrumented steps of each give the per-phase breakdown in CPU time (teacher
-forward, student forward, backward, optimizer incl. clipping, thresholds,
+forward, student forward, backward, clipping + NaN checks, optimizer, thresholds,
 logging/other).  The instrumented steps are timed separately, so the
 breakdown does not distort the medians.
 
@@ -53,7 +53,8 @@ from tamt.nn.families import role_of  # noqa: E402
 from tamt.pruning import Searcher, build_config  # noqa: E402
 from tamt.pruning.api import make_context  # noqa: E402
 
-PHASES = ("data", "teacher forward", "student forward", "backward", "optimizer", "thresholds", "logging/other")
+PHASES = ("data", "teacher forward", "student forward", "backward", "clip + NaN checks", "optimizer", "thresholds",
+          "logging/other")
 TARGET = 0.9
 
 
@@ -140,8 +141,9 @@ class AnchorStep:
         with timer("backward"):
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-        with timer("optimizer"):
+        with timer("clip + NaN checks"):
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        with timer("optimizer"):
             self.opt.step()
         self.step_count += 1
         with timer("thresholds"):
@@ -213,15 +215,12 @@ def instrument_searcher(s: Searcher, timer: PhaseTimer) -> None:
             return backward(self, *a, **k)
 
     torch.Tensor.backward = timed_backward
-    clip = torch.nn.utils.clip_grad_norm_
-
-    def timed_clip(*a, **k):
-        if not mine():
-            return clip(*a, **k)
-        with timer("optimizer"):
-            return clip(*a, **k)
-
-    torch.nn.utils.clip_grad_norm_ = timed_clip
+    if hasattr(s, "guard"):  # the NaN/Inf guard of the step
+        wrap(s.guard, "before_update", "clip + NaN checks")
+        wrap(s.guard, "after_update", "clip + NaN checks")
+    for name in ("clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_"):
+        if hasattr(torch.nn.utils, name):
+            wrap(torch.nn.utils, name, "clip + NaN checks")
 
 
 def tamt_phases(acc: dict, total: float) -> dict:
