@@ -5,6 +5,10 @@ backward ops) so that ``torch.compile`` and ``opcheck`` see opaque ops with
 fake implementations; the autograd formula is attached with
 ``register_autograd``.
 
+N:M search (``nm=(N, M)``, no threshold): M = the N largest scores of every
+group of M along the input dimension (``tamt.ops.nm``); the Triton kernels
+select them while loading each W tile.
+
 Gradients (only those somebody asked for are computed):
   dX      = dY @ (W * M)
   dScores = (dY^T X) * W          (straight-through estimator, search mode)
@@ -13,18 +17,21 @@ Gradients (only those somebody asked for are computed):
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
 
 from . import _backend, reference
 from ._common import autocast_dtype, is_packed, normalize_mask_args
+from .nm import nm_search_args
 
 _SUPPORTED = ("torch", "triton", "native")
 
 
-def _kernel_mask_kwargs(scores, threshold, mask, weight):
+def _kernel_mask_kwargs(scores, threshold, mask, weight, nm=None):
+    if scores is not None and nm is not None:
+        return dict(scores=scores, nm=tuple(nm))
     if scores is not None:
         return dict(scores=scores, threshold=threshold)
     if is_packed(mask, weight):
@@ -41,22 +48,23 @@ def _masked_linear(
     threshold: Optional[Tensor],
     mask: Optional[Tensor],
     backend: str,
+    nm: Optional[List[int]] = None,
 ) -> Tensor:
     if backend == "triton":
         from tamt import kernels
 
-        return kernels.masked_matmul(x, weight, bias, **_kernel_mask_kwargs(scores, threshold, mask, weight))
-    if backend == "native" and scores is not None:
+        return kernels.masked_matmul(x, weight, bias, **_kernel_mask_kwargs(scores, threshold, mask, weight, nm))
+    if backend == "native" and scores is not None and nm is None:
         # The native extension has no GEMM: it materialises W*M in one fused
         # elementwise pass and hands the product to the BLAS GEMM.
         from tamt import _native
 
         return torch.nn.functional.linear(x, _native.binarize_and_mask(weight, scores, threshold), bias)
-    return reference.masked_linear_forward(x, weight, bias, scores, threshold, mask)
+    return reference.masked_linear_forward(x, weight, bias, scores, threshold, mask, nm)
 
 
 @_masked_linear.register_fake
-def _(x, weight, bias, scores, threshold, mask, backend):
+def _(x, weight, bias, scores, threshold, mask, backend, nm=None):
     return x.new_empty(x.shape[0], weight.shape[0])
 
 
@@ -68,16 +76,18 @@ def _grad_input(
     threshold: Optional[Tensor],
     mask: Optional[Tensor],
     backend: str,
+    nm: Optional[List[int]] = None,
 ) -> Tensor:
     if backend == "triton":
         from tamt import kernels
 
-        return kernels.masked_matmul_grad_input(grad, weight, **_kernel_mask_kwargs(scores, threshold, mask, weight))
-    return reference.masked_linear_grad_input(grad, weight, scores, threshold, mask)
+        return kernels.masked_matmul_grad_input(grad, weight,
+                                                **_kernel_mask_kwargs(scores, threshold, mask, weight, nm))
+    return reference.masked_linear_grad_input(grad, weight, scores, threshold, mask, nm)
 
 
 @_grad_input.register_fake
-def _(grad, weight, scores, threshold, mask, backend):
+def _(grad, weight, scores, threshold, mask, backend, nm=None):
     return grad.new_empty(grad.shape[0], weight.shape[1])
 
 
@@ -92,6 +102,7 @@ def _grad_params(
     want_scores: bool,
     want_weight: bool,
     backend: str,
+    nm: Optional[List[int]] = None,
 ) -> tuple[Tensor, Tensor]:
     """Returns (d scores, d weight); an unwanted one comes back as an empty tensor."""
     if backend == "triton":
@@ -99,25 +110,27 @@ def _grad_params(
 
         ds, dw = kernels.masked_matmul_grad_weight(
             grad, x, weight, want_scores=want_scores, want_weight=want_weight,
-            **_kernel_mask_kwargs(scores, threshold, mask, weight),
+            **_kernel_mask_kwargs(scores, threshold, mask, weight, nm),
         )
     else:
-        ds, dw = reference.masked_linear_grad_params(grad, x, weight, scores, threshold, mask, want_scores, want_weight)
+        ds, dw = reference.masked_linear_grad_params(grad, x, weight, scores, threshold, mask, want_scores, want_weight,
+                                                     nm)
     empty = weight.new_empty(0)
     return (ds if ds is not None else empty), (dw if dw is not None else empty)
 
 
 @_grad_params.register_fake
-def _(grad, x, weight, scores, threshold, mask, want_scores, want_weight, backend):
+def _(grad, x, weight, scores, threshold, mask, want_scores, want_weight, backend, nm=None):
     ds = torch.empty_like(scores) if want_scores else weight.new_empty(0)
     dw = torch.empty_like(weight) if want_weight else weight.new_empty(0)
     return ds, dw
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, scores, threshold, mask, backend = inputs
+    x, weight, bias, scores, threshold, mask, backend, nm = inputs
     ctx.save_for_backward(x, weight, scores, threshold, mask)
     ctx.backend = backend
+    ctx.nm = nm
     ctx.has_bias = bias is not None
 
 
@@ -127,15 +140,15 @@ def _backward(ctx, grad):
     grad = grad.contiguous()
     dx = dw = db = ds = None
     if need_x:
-        dx = _grad_input(grad, weight, scores, threshold, mask, ctx.backend)
+        dx = _grad_input(grad, weight, scores, threshold, mask, ctx.backend, ctx.nm)
     want_s = bool(need_s and scores is not None)
     if want_s or need_w:
-        ds_, dw_ = _grad_params(grad, x, weight, scores, threshold, mask, want_s, bool(need_w), ctx.backend)
+        ds_, dw_ = _grad_params(grad, x, weight, scores, threshold, mask, want_s, bool(need_w), ctx.backend, ctx.nm)
         ds = ds_ if want_s else None
         dw = dw_ if need_w else None
     if need_b and ctx.has_bias:
         db = grad.sum(0)
-    return dx, dw, db, ds, None, None, None
+    return dx, dw, db, ds, None, None, None, None
 
 
 _masked_linear.register_autograd(_backward, setup_context=_setup_context)
@@ -149,15 +162,21 @@ def masked_linear(
     scores: Tensor | None = None,
     threshold: Tensor | float | None = None,
     mask: Tensor | None = None,
+    nm: tuple[int, int] | None = None,
 ) -> Tensor:
     """y = x @ (W * M)^T + b for any leading batch dims of ``x``.
 
     Search mode: ``scores`` and ``threshold`` (M = scores > threshold, the
     gradient reaches ``scores`` by the straight-through estimator).  Fixed
     mode: ``mask`` is a bool tensor of W's shape or a bit-packed uint8 mask
-    (see ``tamt.ops.pack_mask``).
+    (see ``tamt.ops.pack_mask``).  N:M search mode: ``scores`` and
+    ``nm=(N, M)`` (no threshold): M keeps the N largest scores of every group
+    of M consecutive weights of a row (``tamt.ops.nm_mask``).
     """
-    scores, threshold, mask = normalize_mask_args(weight, scores, threshold, mask, op="masked_linear")
+    if nm is not None:
+        nm = nm_search_args(weight, scores, threshold, mask, nm, op="masked_linear")
+    else:
+        scores, threshold, mask = normalize_mask_args(weight, scores, threshold, mask, op="masked_linear")
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"masked_linear: input has {x.shape[-1]} features but the weight expects {weight.shape[1]}"
@@ -167,16 +186,16 @@ def masked_linear(
         with torch.autocast(x.device.type, enabled=False):
             return masked_linear(
                 x.to(cast), weight.to(cast), None if bias is None else bias.to(cast),
-                scores=scores, threshold=threshold, mask=mask,
+                scores=scores, threshold=threshold, mask=mask, nm=nm,
             )
     if x.dtype != weight.dtype:
         raise TypeError(f"masked_linear: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
     backend = _backend.resolve("gemm", x.device.type, _SUPPORTED)
-    if backend == "native" and scores is None:
-        backend = "torch"  # the native binarize kernel is for search mode; fixed masks use the reference
+    if backend == "native" and (scores is None or nm is not None):
+        backend = "torch"  # the native binarize kernel is for threshold search; fixed and N:M masks use the reference
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     if not x2.is_contiguous():
         x2 = x2.contiguous()
-    y = _masked_linear(x2, weight, bias, scores, threshold, mask, backend)
+    y = _masked_linear(x2, weight, bias, scores, threshold, mask, backend, nm)
     return y.reshape(*lead, weight.shape[0])
