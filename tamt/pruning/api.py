@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tamt.nn.structure import run_label
+
 from .config import SearchConfig, check_method, check_sparsities, preset as get_preset
 from .context import SearchContext, fit_head, prepare
 from .objectives import kd_loss_sum, mask_tokens, mlm_loss_sum
@@ -60,6 +62,10 @@ def build_config(method: str, sparsity, *, steps=None, epochs=None, preset: str 
         base["steps"] = steps
     if epochs is not None:
         base["epochs"] = epochs
+    if sparsity is None:  # an N:M structure fixes it at 1 - N/M
+        from tamt.nn.structure import default_sparsity
+
+        sparsity = default_sparsity(base.get("structure"))
     return SearchConfig.from_dict({"method": check_method(method), "sparsities": check_sparsities(sparsity), **base})
 
 
@@ -192,7 +198,7 @@ def _search_all(ctx: SearchContext, cfg: SearchConfig, out_p: Path | None, *, re
     runs = [None] if cfg.method == "imp" else list(cfg.sparsities)
     result = SearchResult(method=cfg.method, sparsities=cfg.sparsities, masks={}, out=out_p, info=dict(ctx.info))
     for s in runs:
-        name = "imp" if s is None else f"{cfg.method}-s{s:.2f}"
+        name = "imp" if s is None else f"{run_label(cfg.method, cfg.structure, cfg.embedding_structure)}-s{s:.2f}"
         run_dir = out_p / "runs" / name if out_p is not None else None
         mask_dir = out_p / "masks" if out_p is not None else None
         wall = time.perf_counter()

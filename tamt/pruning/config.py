@@ -12,6 +12,11 @@ tamt-kd        2e-5    0.01          100
 tamt-mlm-kd    5e-5    0.01          100
 imp            5e-5    0             (prune every ``imp_interval`` = 2,792)
 =============  ======  ============  ===============
+
+One-shot methods (no training): ``random``, ``omp`` (magnitude per matrix),
+``magnitude-row`` (magnitude per output row) and ``wanda`` (|W_ij| * ||X_j||
+per output row, Sun et al. 2023; :mod:`tamt.pruning.wanda`).  Every method but
+IMP also runs with an N:M ``structure`` (:mod:`tamt.nn.structure`).
 """
 from __future__ import annotations
 
@@ -19,9 +24,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 
-METHODS = ("random", "omp", "imp", "tamt-mlm", "tamt-kd", "tamt-mlm-kd")
+METHODS = ("random", "omp", "imp", "tamt-mlm", "tamt-kd", "tamt-mlm-kd", "wanda", "magnitude-row")
 TAMT_METHODS = ("tamt-mlm", "tamt-kd", "tamt-mlm-kd")
-ONE_SHOT_METHODS = ("random", "omp")
+ONE_SHOT_METHODS = ("random", "omp", "wanda", "magnitude-row")
 MLM_METHODS = ("imp", "tamt-mlm", "tamt-mlm-kd")  # methods that need an MLM head
 THRESHOLD_MODES = ("exact", "paper")
 SCORE_INITS = ("omp", "omp-rank", "random")
@@ -33,6 +38,8 @@ _METHOD_DEFAULTS = {
     "imp": dict(lr=5e-5, weight_decay=0.0, reset_interval=None),
     "omp": dict(lr=0.0, weight_decay=0.0, reset_interval=None),
     "random": dict(lr=0.0, weight_decay=0.0, reset_interval=None),
+    "wanda": dict(lr=0.0, weight_decay=0.0, reset_interval=None),
+    "magnitude-row": dict(lr=0.0, weight_decay=0.0, reset_interval=None),
 }
 
 
@@ -109,6 +116,12 @@ class SearchConfig:
     tensorboard: bool = True
     # run-folder hygiene (issue 12): a finished run deletes its checkpoint.pt (BERT-base: 268 MB) unless asked
     keep_checkpoint: bool = False
+    # N:M masks (tamt.nn.structure): 'unstructured' or 'N:M' ('2:4', '1:4', '4:8') for every masked Linear (the
+    # sparsity is then 1 - N/M); the word embeddings (a lookup: no sparse GEMM to gain) stay unstructured at the
+    # same sparsity unless embedding_structure is N:M.  calibration_blocks: Wanda's corpus blocks.
+    structure: str = "unstructured"
+    embedding_structure: str = "unstructured"
+    calibration_blocks: int = 64
 
     def __post_init__(self):
         self.method = check_method(self.method)
@@ -138,6 +151,22 @@ class SearchConfig:
             raise ValueError(f"imp_rate must be in (0, 1), got {self.imp_rate}")
         if self.amp not in ("auto", "bf16", "none"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
+        self._check_structure()
+
+    def _check_structure(self) -> None:
+        from tamt.nn.structure import resolve_structures, structure_name
+
+        nm = enm = None
+        for s in self.sparsities:
+            nm, enm, _, _ = resolve_structures(s, self.structure, self.embedding_structure)
+        self.structure, self.embedding_structure = structure_name(nm), structure_name(enm)
+        if (nm or enm) and self.method == "imp":
+            raise ValueError("imp prunes 10 % of the weights per round, which cannot keep N:M groups; use omp, "
+                             "wanda, magnitude-row, random or a tamt-* method with an N:M structure")
+        if nm is not None:  # resolve_structures refused any other explicit sparsity
+            self.sparsities = (1.0 - nm[0] / nm[1],)
+        if int(self.calibration_blocks) < 1:
+            raise ValueError(f"calibration_blocks must be >= 1, got {self.calibration_blocks}")
 
     # -- derived values ----------------------------------------------------
     @property

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from tamt.nn import base_model, masked_modules, sparsity_report
+from tamt.nn.structure import run_label, structure_map
 from tamt.optim import adamw
 
 from .config import ONE_SHOT_METHODS, SearchConfig
@@ -355,7 +356,7 @@ class Searcher:
                 "head_initialised": self.ctx.info["head_initialised"],
                 "head_fit_steps": self.ctx.info.get("head_fit_steps", 0),
                 "threshold_mode": self.config.threshold_mode, "score_init": self.config.score_init,
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(), "structure": structure_map(self.model)}
 
     def emit(self, sparsity: float, masks: dict, *, final: bool) -> None:
         """Record a finished mask (TAMT/OMP/random: the final one; IMP: each round's)."""
@@ -367,7 +368,7 @@ class Searcher:
         if self.mask_dir is not None and self.rank == 0:
             from tamt.masks import save_mask
 
-            path = self.mask_dir / mask_filename(self.config.method, sparsity)
+            path = self.mask_dir / mask_filename(self.label, sparsity)
             save_mask(path, masks, self.metadata(sparsity, self.step_count))
             self.mask_paths[sparsity] = str(path)
         for cb in self.callbacks:
@@ -382,12 +383,17 @@ class Searcher:
         self.strategy.before_save()
         rec = {"step": step, "sparsity": self.sparsity, "time": round(self.elapsed, 4)}
         if self.mask_dir is not None and self.rank == 0:
-            path = self.mask_dir / "steps" / mask_filename(self.config.method, self.sparsity, step)
+            path = self.mask_dir / "steps" / mask_filename(self.label, self.sparsity, step)
             save_mask(path, self.model, self.metadata(self.sparsity, step))
             rec["path"] = str(path)
         else:
             rec["masks"] = {k: v.cpu() for k, v in get_masks(self.model).items()}
         self.saved_at.append(rec)
+
+    @property
+    def label(self) -> str:
+        """Method plus N:M structure ('omp', 'tamt-kd-2of4'): file names of masks."""
+        return run_label(self.config.method, self.config.structure, self.config.embedding_structure)
 
     # -- checkpoints -------------------------------------------------------------------
     @property
@@ -423,6 +429,11 @@ class Searcher:
             raise ValueError("checkpoint written by another tamt version; start the search afresh")
         if st["method"] != self.config.method or abs(st["sparsity"] - self.sparsity) > 1e-9:
             raise ValueError(f"checkpoint is for {st['method']} at s={st['sparsity']}, not this search")
+        for key in ("structure", "embedding_structure"):
+            was = st.get("config", {}).get(key, "unstructured")
+            if was != getattr(self.config, key):
+                raise ValueError(f"checkpoint is for {key} {was}, not {getattr(self.config, key)}; use another "
+                                 "--out or start the search afresh")
         if st["fingerprint"] != self.ctx.info["fingerprint"]:
             raise ValueError("checkpoint was written for other base weights; start the search afresh")
         from .run_dir import config_differences, format_differences

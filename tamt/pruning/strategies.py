@@ -70,7 +70,7 @@ def thresholds_exact(model: nn.Module) -> None:
     update_thresholds(model)
     with torch.no_grad():
         for _, m in masked_modules(model):
-            if m.mode != "search":
+            if m.mode != "search" or m.nm is not None:  # N:M modules: the group top-N has no threshold
                 continue
             flat = m.scores.view(-1)
             n = flat.numel()
@@ -87,24 +87,26 @@ def _freeze_all(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+def _patch(strategy) -> None:
+    """Patch the searcher's model in fixed mode with the run's (N:M or unstructured) structure."""
+    patch_model(strategy.model, 0.0, mode="fixed", structure=strategy.cfg.structure,
+                embedding_structure=strategy.cfg.embedding_structure)
+
+
 class OneShotStrategy(Strategy):
-    """OMP (l1_unstructured per matrix) or random pruning: no training."""
+    """No training: OMP (l1_unstructured per matrix), random, magnitude per row or Wanda (tamt.pruning.one_shot)."""
 
     def __init__(self, searcher, init: str):
         super().__init__(searcher)
         self.init = init
 
     def setup(self) -> None:
-        patch_model(self.model, 0.0, mode="fixed")
+        from .one_shot import one_shot_masks
+
+        _patch(self)
         _freeze_all(self.model)
         gen = torch.Generator().manual_seed(self.cfg.seed)
-        masks = {}
-        for name, m in masked_modules(self.model):
-            if self.init == "omp":
-                masks[f"{name}.weight"] = keep_largest(m.weight.abs(), self.s.sparsity)
-            else:
-                masks[f"{name}.weight"] = random_mask(tuple(m.weight.shape), self.s.sparsity, generator=gen)
-        set_masks(self.model, masks)
+        set_masks(self.model, one_shot_masks(self.s, self.init, gen))
 
 
 class TamtStrategy(Strategy):
@@ -116,8 +118,12 @@ class TamtStrategy(Strategy):
         super().__init__(searcher)
         self.objective = objective
 
-    def _initial_scores(self, weight: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _initial_scores(self, weight: torch.Tensor, gen: torch.Generator, nm=None) -> torch.Tensor:
         cfg = self.cfg
+        if nm is not None and cfg.score_init != "omp-rank":  # OMP-N:M / random N:M start (tamt.nn.structure)
+            from tamt.nn.structure import nm_initial_scores
+
+            return nm_initial_scores(weight, nm, cfg.score_init, t0=cfg.t0, generator=gen)
         if cfg.score_init == "omp-rank":  # distinct scores already: no tie-break needed (see tamt.nn.scores)
             return ranked_scores(weight, self.s.sparsity, t0=cfg.t0)
         if cfg.score_init == "omp":
@@ -139,11 +145,12 @@ class TamtStrategy(Strategy):
         return s
 
     def setup(self) -> None:
-        patch_model(self.model, 0.0, mode="fixed")
+        _patch(self)
         _freeze_all(self.model)
         gen = torch.Generator().manual_seed(self.cfg.seed)
         for _, m in masked_modules(self.model):
-            m.start_search(self.s.sparsity, init=self._initial_scores(m.weight, gen), t0=self.cfg.t0)
+            m.start_search(self.s.sparsity if m.nm is None else None, init=self._initial_scores(m.weight, gen, m.nm),
+                           t0=self.cfg.t0)
         thresholds_exact(self.model)
         if "mlm" in self.objective:
             for _, p in mlm_head_parameters(self.model):
@@ -260,10 +267,8 @@ class IMPStrategy(Strategy):
 
 def make_strategy(searcher) -> Strategy:
     m = searcher.config.method
-    if m == "omp":
-        return OneShotStrategy(searcher, "omp")
-    if m == "random":
-        return OneShotStrategy(searcher, "random")
+    if m in ("omp", "random", "wanda", "magnitude-row"):
+        return OneShotStrategy(searcher, m)
     if m == "imp":
         return IMPStrategy(searcher)
     return TamtStrategy(searcher, {"tamt-mlm": "mlm", "tamt-kd": "kd", "tamt-mlm-kd": "mlm+kd"}[m])
