@@ -24,7 +24,7 @@ from tamt.ops.nm import check_groups, is_nm, magnitude_nm_mask, nm_name, nm_viol
 
 __all__ = [
     "parse_structure", "structure_name", "structure_sparsity", "default_sparsity", "resolve_structures",
-    "structure_map", "check_structured_mask", "nm_initial_scores", "run_label",
+    "set_structures", "structure_map", "check_structured_mask", "nm_initial_scores", "run_label",
 ]
 
 parse_structure = parse_nm
@@ -64,6 +64,17 @@ def resolve_structures(sparsity: float, structure, embedding_structure="unstruct
         s = want
     es = s if enm is None else 1.0 - enm[0] / enm[1]
     return nm, enm, s, es
+
+
+def set_structures(model: nn.Module, structure="unstructured", embedding_structure="unstructured") -> None:
+    """Give every masked Linear ``structure`` and the word embeddings ``embedding_structure`` (bookkeeping
+    only: the masks are set afterwards, e.g. by a search strategy)."""
+    from .modules import MaskedEmbedding
+    from .patching import masked_modules
+
+    nm, enm = parse_nm(structure), parse_nm(embedding_structure)
+    for name, m in masked_modules(model):
+        m.set_structure(enm if isinstance(m, MaskedEmbedding) else nm, name=name)
 
 
 def structure_map(model: nn.Module) -> dict[str, str]:

@@ -7,7 +7,7 @@ fake implementations; the autograd formula is attached with
 
 N:M search (``nm=(N, M)``, no threshold): M = the N largest scores of every
 group of M along the input dimension (``tamt.ops.nm``); the Triton kernels
-select them while loading each W tile.
+select them while loading each W tile, the other backends once per call.
 
 Gradients (only those somebody asked for are computed):
   dX      = dY @ (W * M)
@@ -24,7 +24,7 @@ from torch import Tensor
 
 from . import _backend, reference
 from ._common import autocast_dtype, is_packed, normalize_mask_args
-from .nm import nm_search_args
+from .nm import nm_indicator, nm_search_args
 
 _SUPPORTED = ("torch", "triton", "native")
 
@@ -191,8 +191,14 @@ def masked_linear(
     if x.dtype != weight.dtype:
         raise TypeError(f"masked_linear: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
     backend = _backend.resolve("gemm", x.device.type, _SUPPORTED)
-    if backend == "native" and (scores is None or nm is not None):
-        backend = "torch"  # the native binarize kernel is for threshold search; fixed and N:M masks use the reference
+    if nm is not None and backend != "triton":
+        # Only the Triton GEMMs pick the group top-N inside the tile load.  Elsewhere it is materialised once per
+        # call as a +-1 indicator with a straight-through gradient, and the threshold path at 0 does the rest
+        # (the forward and the backward then share one selection instead of recomputing it).
+        scores, nm = nm_indicator(scores, *nm), None
+        threshold = torch.zeros((), dtype=torch.float32, device=scores.device)
+    if backend == "native" and scores is None:
+        backend = "torch"  # the native binarize kernel is for search mode; fixed masks use the reference
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     if not x2.is_contiguous():

@@ -10,9 +10,9 @@ broken by position (the earlier entry wins), so exactly N are kept whatever
 the values: entry i of a group is kept when fewer than N entries j of the
 group have ``s_j > s_i`` or (``s_j == s_i`` and ``j < i``).  This rank rule is
 the contract of every implementation (this reference, the N:M mask mode of
-the Triton GEMMs in ``kernels/``); it needs M passes over the scores and no
-sort, no threshold.  NaN scores are not ranked meaningfully (the search
-stops on NaN scores before they reach a mask).
+the Triton GEMMs in ``kernels/``); it needs no sort and no threshold.  NaN
+scores are not ranked meaningfully (the search stops on NaN scores before
+they reach a mask).
 """
 from __future__ import annotations
 
@@ -76,20 +76,24 @@ def _groups(t: Tensor, m: int) -> Tensor:
 def nm_mask(scores: Tensor, n: int, m: int) -> Tensor:
     """Bool mask of ``scores``' shape keeping the N largest of every group of M along the last dim.
 
-    Plain PyTorch reference (and the torch backend): rank of each entry in its
-    group by M vectorised passes, ties to the earlier position.  float16/bf16
+    Plain PyTorch reference (and the torch backend): every pair (i < j) of a
+    group is compared once; the loser's rank goes up (on a tie the earlier
+    entry i wins), and the N entries of rank < N are kept.  M(M-1)/2 compares
+    on contiguous columns (6 for 2:4), no sort, no threshold.  float16/bf16
     scores are compared as float32 (same order).
     """
     n, m = check_nm(n, m)
     s = _groups(scores.detach(), m)
     if s.dtype in (torch.float16, torch.bfloat16):
         s = s.float()
-    pos = torch.arange(m, device=s.device)
-    rank = torch.zeros(s.shape, dtype=torch.int16 if m < 128 else torch.int32, device=s.device)
-    for j in range(m):
-        sj = s[:, j:j + 1]
-        rank += (sj > s) | ((sj == s) & (pos > j))
-    return (rank < n).view(scores.shape)
+    cols = s.t().contiguous()  # [M, groups]: entry j of every group is one contiguous row
+    rank = torch.zeros(cols.shape, dtype=torch.uint8, device=s.device)
+    for i in range(m):
+        for j in range(i + 1, m):
+            i_wins = cols[i] >= cols[j]
+            rank[j] += i_wins
+            rank[i] += ~i_wins
+    return (rank < n).t().reshape(scores.shape)
 
 
 def nm_group_counts(mask: Tensor, m: int) -> Tensor:

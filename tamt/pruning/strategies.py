@@ -88,9 +88,11 @@ def _freeze_all(model: nn.Module) -> None:
 
 
 def _patch(strategy) -> None:
-    """Patch the searcher's model in fixed mode with the run's (N:M or unstructured) structure."""
-    patch_model(strategy.model, 0.0, mode="fixed", structure=strategy.cfg.structure,
-                embedding_structure=strategy.cfg.embedding_structure)
+    """Patch the searcher's model in fixed mode and give its modules the run's (N:M or unstructured) structure."""
+    from tamt.nn.structure import set_structures
+
+    patch_model(strategy.model, 0.0, mode="fixed")
+    set_structures(strategy.model, strategy.cfg.structure, strategy.cfg.embedding_structure)
 
 
 class OneShotStrategy(Strategy):
