@@ -38,6 +38,12 @@ def test_every_method_finds_valid_2_4_masks(method, tiny, tok, blocks, tmp_path)
     mf = tamt.load_mask(path)
     assert mf.structures == {n: "2:4" for n in _linear_names(masks)}
     assert tamt.sparsity_report(mf).groups_valid is True
+    if method in ("omp", "random"):  # analysis compares N:M masks with OMP-N:M, not unstructured OMP
+        from tamt.analysis import distance_from_omp
+
+        d = distance_from_omp(tiny, path)
+        lin = [d["matrices"][n]["distance"] for n in _linear_names(masks)]
+        assert (max(lin) == 0.0) if method == "omp" else (min(lin) > 0.0), lin
 
 
 def test_tamt_2_4_starts_at_omp_2_4_and_moves_away_from_it(tiny, tok, blocks):
