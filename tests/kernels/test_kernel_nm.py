@@ -1,6 +1,6 @@
 """N:M mask mode of the fused GEMMs (group top-N chosen from the scores inside the W-tile load)
 vs float64 references: forward, input gradient, STE scores gradient, weight gradient; odd shapes,
-ties, fp32 and fp64, 2:4 / 1:4 / 4:8, and on a GPU bf16 plus every autotune config."""
+ties, fp32 and fp64 (interpreter), 2:4 / 1:4 / 4:8, and on a GPU bf16/fp16 plus every autotune config."""
 from __future__ import annotations
 
 import pytest
@@ -48,8 +48,12 @@ def _check_all(shape, nm, dtype, device, atol, config=None):
     assert (dw[~m] == 0).all()
 
 
+# float64 in the interpreter; on a GPU float32 here, bf16 and every autotune config below
+DTYPES = [torch.float32] + ([] if torch.cuda.is_available() else [torch.float64])
+
+
 @pytest.mark.parametrize("shape,nm", [(s, p) for s in SHAPES for p in PATTERNS if s[2] % p[1] == 0])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_nm_mode_matches_float64_reference(shape, nm, dtype, device):
     _check_all(shape, nm, dtype, device, 1e-6 if dtype == torch.float32 else 1e-12)
 
@@ -83,12 +87,16 @@ def test_nm_mode_argument_errors(device):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU-only: bf16 tl.dot and the autotune configs")
-def test_nm_mode_bf16_and_every_config_gpu():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nm_mode_every_autotune_config_gpu(dtype):
+    atol = 1e-2 if dtype == torch.bfloat16 else 1e-4
     for cfg in gemm_configs("full"):
-        _check_all((300, 257, 512), (2, 4), torch.float32, "cuda", 1e-4, config=cfg)
-    x, w, b, s, gy = make(512, 768, 768, torch.bfloat16, "cuda")
-    s = s.float()
-    m = nm_mask_reference(s, 2, 4)
-    y = K.masked_matmul(x, w, b, scores=s, nm=(2, 4))
-    ref = x.double() @ torch.where(m, w.double(), 0.0).t() + b.double()
-    assert_close_2x(y, torch.nn.functional.linear(x, torch.where(m, w, 0), b), ref, 1e-2)
+        _check_all((300, 260, 200), (2, 4), dtype, "cuda", atol, config=cfg)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU-only: bf16/fp16 tl.dot")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(512, 768, 768), (257, 3072, 768), (300, 768, 3072)])
+def test_nm_mode_half_precision_bert_shapes_gpu(dtype, shape):
+    _check_all(shape, (2, 4), dtype, "cuda", 1e-3 if dtype == torch.float16 else 1e-2)
