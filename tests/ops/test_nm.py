@@ -136,3 +136,13 @@ def test_nm_indicator_is_a_straight_through_estimator():
     g = torch.randn(4, 8, dtype=torch.float64)
     ind.backward(g)
     assert torch.equal(s.grad, g)
+
+
+def test_opcheck_nm_argument():
+    from torch.library import opcheck
+
+    x, w, b = torch.randn(3, 8), torch.randn(4, 8), torch.randn(4)
+    s = torch.randn(4, 8, requires_grad=True)
+    opcheck(torch.ops.tamt.masked_linear.default, (x, w, b, s, None, None, "torch", [2, 4]))
+    g = torch.randn(3, 4)
+    opcheck(torch.ops.tamt.masked_linear_grad_input.default, (g, w, s.detach(), None, None, "torch", [2, 4]))
