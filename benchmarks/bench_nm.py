@@ -64,8 +64,9 @@ def bench(fn, device: torch.device) -> float:
 
 
 def environment(device: torch.device) -> dict:
-    env = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
-           "torch": torch.__version__, "cuda": torch.version.cuda, "device": str(device)}
+    env = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "device": str(device)}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         env.update(gpu=p.name, sm=f"{p.major}{p.minor}", driver=_driver())

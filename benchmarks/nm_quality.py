@@ -132,12 +132,14 @@ def report(data: dict) -> str:
             return f"{vals[0]:.{digits}f}"
         return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
-    order = {m: i for i, (m, _) in enumerate(PLAN)}
+    order: dict[str, int] = {}
+    for m, _ in PLAN:
+        order.setdefault(m, len(order))
     lines = ["| structure | method | runs | MLM loss | KD loss | MLM acc | search s |", "|---|---|---|---|---|---|---|"]
     keys = sorted(groups, key=lambda k: ({"-": 0, "2:4": 1}.get(k[0], 2), order.get(k[1], -1)))
     for st, method in keys:
         rows = groups[(st, method)]
-        lines.append(f"| {st} | {method} | {len(rows)} | {cell(rows, 'mlm_loss')} | {cell(rows, 'kd_loss')} | "
+        lines.append(f"| {st} | {method} | {len(rows)} | {cell(rows, 'mlm_loss')} | {cell(rows, 'kd_loss', 4)} | "
                      f"{cell(rows, 'mlm_accuracy')} | {statistics.mean(r['search_s'] for r in rows):.0f} |")
     return "\n".join(lines)
 
