@@ -30,6 +30,7 @@ ONE_SHOT_METHODS = ("random", "omp", "wanda", "magnitude-row")
 MLM_METHODS = ("imp", "tamt-mlm", "tamt-mlm-kd")  # methods that need an MLM head
 THRESHOLD_MODES = ("exact", "paper")
 SCORE_INITS = ("omp", "omp-rank", "random")
+STRUCTURES = ("unstructured", "2:4", "1:4", "4:8")  # common mask structures; any N:M with 1 <= N < M works
 
 _METHOD_DEFAULTS = {
     "tamt-mlm": dict(lr=5e-5, weight_decay=0.0, reset_interval=1000),
