@@ -465,3 +465,27 @@ def test_stop_at_keeps_the_full_runs_schedule(tok, blocks):
     assert [x for f, x in lrs if not f] == [x for f, x in lrs if f]  # same schedule: 1, 0.9, 0.8, 0.7 x lr
     assert part.finished and all(torch.equal(part.masks[0.5][k], get_masks(full.model)[k])
                                  for k in part.masks[0.5])
+
+
+def test_search_dry_run_prints_every_resolved_value_without_loading(capsys, tmp_path):
+    from dataclasses import fields
+
+    from tamt.cli import main
+    from tamt.pruning import SearchConfig
+
+    missing = tmp_path / "no-such-model"  # never loaded: a dry run reads nothing
+    rc = main(["search", "--method", "tamt-kd", "--sparsity", "0.7", "--preset", "paper", "--dry-run",
+               "--model", str(missing), "--corpus", str(tmp_path / "no-such-corpus"), "--seed", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    lines = {ln.split()[0]: ln for ln in out.splitlines()[1:] if ln.strip() and not ln.startswith("threshold:")}
+    assert {f.name for f in fields(SearchConfig)} <= set(lines)
+    assert "2e-05" in lines["lr"] and "method default" in lines["lr"]
+    assert "'bert-adam'" in lines["optimizer"] and "preset paper for tamt-kd" in lines["optimizer"]
+    assert "1e-06" in lines["adam_eps"] and "'none'" in lines["amp"] and "(option)" in lines["seed"]
+    assert "(t + 1) % 100 == 0" in out and "after step 1" in out and "epoch" in out
+    assert not missing.exists()
+    rc = main(["search", "--method", "imp", "--sparsity", "0.7", "--preset", "paper", "--dry-run",
+               "--imp-rewind", "encoder"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "rewind 'encoder'" in out and "'per-round'" in out
