@@ -99,7 +99,8 @@ class SearchConfig:
     reset_interval: int | None = None
     score_init: str = "omp"
     t0: float = 0.01
-    tie_break: bool = True  # tiny magnitude/random jitter in the initial scores so top-k is exact (see strategies)
+    tie_break: bool = True  # jitter the initial scores and lift scores tied at tau so top-k is exact; False: the
+    #                         reference (|W| > k-th |W| init, plain kthvalue resets: ties at tau are pruned)
     kd_weight: float = 1.0
     mlm_weight: float = 1.0
     mlm_probability: float = 0.15
