@@ -52,7 +52,42 @@ OPTIMIZERS = ("adamw", "adamw-hf", "bert-adam")
 DEFAULT_EPS = {"adamw": 1e-8, "adamw-hf": 1e-8, "bert-adam": 1e-6}
 
 
-class BertAdam(torch.optim.Optimizer):
+class _PerTensorAdam(torch.optim.Optimizer):
+    """The loop the reference code's Adam variants share: per parameter with a gradient, lazily created
+    moment buffers, then the subclass' ``_update(p, grad, m, v, t, group)`` (t = 1-based step)."""
+
+    def __init__(self, params, defaults: dict):
+        lr, eps, (b1, b2) = defaults["lr"], defaults["eps"], defaults["betas"]
+        if lr < 0 or eps < 0 or not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"{type(self).__name__}: invalid lr={lr}, betas={(b1, b2)} or eps={eps}")
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                self._update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group)
+        return loss
+
+    def _update(self, p, grad, m, v, t: int, group: dict) -> None:
+        raise NotImplementedError
+
+
+class BertAdam(_PerTensorAdam):
     """The BERT/TinyBERT ``BertAdam`` that the reference TAMT-KD script trains the scores with.
 
     Per parameter tensor, in this order: clip the tensor's gradient to norm
@@ -72,48 +107,26 @@ class BertAdam(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 2e-5, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.01, max_grad_norm: float | None = 1.0):
-        if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"BertAdam: invalid lr={lr}, betas={betas} or eps={eps}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       max_grad_norm=max_grad_norm))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if grad.is_sparse:
-                    raise RuntimeError("BertAdam does not support sparse gradients")
-                clip = group["max_grad_norm"]
-                if clip is not None and clip > 0:
-                    # torch.nn.utils.clip_grad_norm_(p, clip) on this one tensor (in place, as the reference)
-                    coef = clip / (torch.linalg.vector_norm(grad, 2.0, dtype=torch.float32) + 1e-6)
-                    if coef < 1:
-                        grad.mul_(coef.to(grad.dtype))
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["next_m"] = torch.zeros_like(p)
-                    state["next_v"] = torch.zeros_like(p)
-                m, v = state["next_m"], state["next_v"]
-                m.mul_(b1).add_(grad, alpha=1 - b1)
-                v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                update = m / (v.sqrt() + group["eps"])
-                if group["weight_decay"] > 0.0:
-                    update += group["weight_decay"] * p
-                p.add_(update, alpha=-group["lr"])
-                state["step"] += 1
-        return loss
+    def _update(self, p, grad, m, v, t, group):
+        b1, b2 = group["betas"]
+        clip = group["max_grad_norm"]
+        if clip is not None and clip > 0:
+            # torch.nn.utils.clip_grad_norm_(p, clip) on this one tensor (in place, as the reference)
+            coef = clip / (torch.linalg.vector_norm(grad, 2.0, dtype=torch.float32) + 1e-6)
+            if coef < 1:
+                grad.mul_(coef.to(grad.dtype))
+        m.mul_(b1).add_(grad, alpha=1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        update = m / (v.sqrt() + group["eps"])  # no bias correction
+        if group["weight_decay"] > 0.0:
+            update += group["weight_decay"] * p
+        p.add_(update, alpha=-group["lr"])
 
 
-class AdamWHF(torch.optim.Optimizer):
+class AdamWHF(_PerTensorAdam):
     """The Hugging Face (``transformers.AdamW``, BERT-style) AdamW of the reference MLM and IMP scripts.
 
     It differs from ``torch.optim.AdamW`` in two places: eps is added to
@@ -129,43 +142,20 @@ class AdamWHF(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 5e-5, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, correct_bias: bool = True):
-        if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"AdamWHF: invalid lr={lr}, betas={betas} or eps={eps}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       correct_bias=correct_bias))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if grad.is_sparse:
-                    raise RuntimeError("AdamWHF does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                state["step"] += 1
-                m.mul_(b1).add_(grad, alpha=1.0 - b1)
-                v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
-                denom = v.sqrt().add_(group["eps"])
-                step_size = group["lr"]
-                if group["correct_bias"]:
-                    t = state["step"]
-                    step_size = step_size * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
-                p.addcdiv_(m, denom, value=-step_size)
-                if group["weight_decay"] > 0.0:
-                    p.add_(p, alpha=-group["lr"] * group["weight_decay"])
-        return loss
+    def _update(self, p, grad, m, v, t, group):
+        b1, b2 = group["betas"]
+        m.mul_(b1).add_(grad, alpha=1.0 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+        denom = v.sqrt().add_(group["eps"])
+        step_size = group["lr"]
+        if group["correct_bias"]:
+            step_size = step_size * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+        p.addcdiv_(m, denom, value=-step_size)
+        if group["weight_decay"] > 0.0:
+            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
 
 
 def make_optimizer(name: str, groups, *, lr: float, eps: float | None = None,

@@ -161,6 +161,18 @@ def _assert_same_masks(step, tamt_masks, ref_masks):
         assert torch.equal(tamt_masks[f"{k}.weight"], m), f"step {step}: mask of {k} differs from the reference"
 
 
+def _reset_and_compare(step, searcher, mods, reset: bool, tamt_traj: list, ref_traj: list) -> None:
+    """After a reference step: reset tau if it is a reset step, then require tamt's masks to be identical."""
+    if reset:
+        for m in mods.values():
+            m.reset()
+    ref_masks = {k: m.mask() for k, m in mods.items()}
+    tm = get_masks(searcher.model)
+    _assert_same_masks(step, tm, ref_masks)
+    tamt_traj.append(_sparsity(tm))
+    ref_traj.append(_sparsity(ref_masks))
+
+
 # ---------------------------------------------------------------------------
 # TAMT-MLM
 
@@ -190,14 +202,8 @@ def test_tamt_mlm_paper_preset_equals_the_reference_step_by_step(tok, blocks):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)  # train_mlm: global clip, max_grad_norm 1.0
         opt.step(lr * (1 - (t - 1) / steps))  # linear decay, no warm-up
-        if t % reset == 0:  # the logging/save steps of mask_trainer_mlm.py
-            for m in mods.values():
-                m.reset()
-        ref_masks = {k: m.mask() for k, m in mods.items()}
-        tm = get_masks(s.model)
-        _assert_same_masks(t, tm, ref_masks)
-        tamt_traj.append(_sparsity(tm))
-        ref_traj.append(_sparsity(ref_masks))
+        # the logging/save steps of mask_trainer_mlm.py
+        _reset_and_compare(t, s, mods, t % reset == 0, tamt_traj, ref_traj)
     assert tamt_traj == ref_traj
     # the test means something: tau moved at the resets, the sparsity drifted off the target between them
     assert len(set(round(x, 6) for x in tamt_traj)) > 2
@@ -266,14 +272,7 @@ def test_tamt_kd_paper_preset_equals_the_reference_step_by_step(tok, blocks, tmp
         loss.backward()
         opt.step(lr * (1 - (t - 1) / steps))  # BertAdam's warmup_linear with warm-up 0
         # train_kd.py: reset after step 1, when (step + 1) % eval_step == 0, and at every epoch end
-        if t == 1 or (t + 1) % reset == 0 or t % per_epoch == 0:
-            for m in mods.values():
-                m.reset()
-        ref_masks = {k: m.mask() for k, m in mods.items()}
-        tm = get_masks(s.model)
-        _assert_same_masks(t, tm, ref_masks)
-        traj_t.append(_sparsity(tm))
-        traj_r.append(_sparsity(ref_masks))
+        _reset_and_compare(t, s, mods, t == 1 or (t + 1) % reset == 0 or t % per_epoch == 0, traj_t, traj_r)
     assert traj_t == traj_r
     assert padded > 0  # the KD sequences are padded: kd_positions='all' was exercised
     assert segment_b > 0  # some sequences have a B segment (token type 1)
