@@ -6,7 +6,7 @@ import json
 import sys
 
 from tamt.pruning.config import (IMP_REWIND, IMP_ROUNDING, IMP_SCHEDULES, INITIAL_THRESHOLDS, KD_DATA, KD_POSITIONS,
-                                  METHODS, PRESETS, SCORE_INITS, THRESHOLD_MODES)
+                                  METHODS, OPTIMIZERS, PRESETS, SCORE_INITS, THRESHOLD_MODES)
 
 _PRESET_HELP = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items() if a != "save_masks_at")
                          for k, v in PRESETS.items())
@@ -70,7 +70,7 @@ def register(subparsers) -> None:
         "reference-code fidelity",
         "what --preset paper sets to reproduce the authors' code (README 'Paper fidelity'); the defaults keep "
         "tamt's choices")
-    f.add_argument("--optimizer", choices=["adamw", "adamw-hf", "bert-adam"], default=None,
+    f.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="adamw: torch AdamW (default); adamw-hf: the HF AdamW of the reference MLM/IMP scripts (eps "
                         "added before bias correction, decay after the step); bert-adam: the reference KD script's "
                         "BertAdam (no bias correction, eps 1e-6, --grad-clip applied per tensor, decay in the update)")

@@ -27,6 +27,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 
+from tamt.optim import OPTIMIZERS  # noqa: F401 (the ``optimizer`` choices, listed with the other choices here)
+
 METHODS = ("random", "omp", "imp", "tamt-mlm", "tamt-kd", "tamt-mlm-kd")
 TAMT_METHODS = ("tamt-mlm", "tamt-kd", "tamt-mlm-kd")
 ONE_SHOT_METHODS = ("random", "omp")
@@ -171,8 +173,6 @@ class SearchConfig:
         self._check_fidelity_options()
 
     def _check_fidelity_options(self) -> None:
-        from tamt.optim import OPTIMIZERS
-
         for name, allowed in (("optimizer", OPTIMIZERS), ("initial_threshold", INITIAL_THRESHOLDS),
                               ("kd_data", KD_DATA), ("kd_positions", KD_POSITIONS), ("imp_rewind", IMP_REWIND),
                               ("imp_schedule", IMP_SCHEDULES), ("imp_rounding", IMP_ROUNDING)):
