@@ -24,12 +24,12 @@ import torch.distributed as dist
 
 from tamt.nn import base_model, masked_modules, sparsity_report
 from tamt.nn.structure import run_label, structure_map
-from tamt.optim import adamw
+from tamt.optim import clips_per_tensor, make_optimizer
 
 from .config import ONE_SHOT_METHODS, SearchConfig
 from .context import SearchContext
 from .numerics import StepGuard
-from .objectives import kd_loss_sum, mask_tokens, mlm_loss_sum
+from .objectives import kd_loss_sum, mask_tokens, mlm_loss_sum, teacher_forward
 from .strategies import make_strategy
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ class Searcher:
     def __init__(self, context: SearchContext, config: SearchConfig, *, sparsity: float | None = None,
                  run_dir: str | Path | None = None, mask_dir: str | Path | None = None, resume: bool = False,
                  callbacks: tuple[Callable, ...] | list = ()):
-        self.ctx = context
         self.config = config.resolved()
+        self.ctx = context.for_search(self.config)  # (TAMT-KD with kd_data='paragraphs' trains on those sequences)
         self.sparsities = self.config.sparsities
         self.sparsity = float(sparsity if sparsity is not None else self.sparsities[-1])
         self.rank, self.world = _dist()
@@ -134,7 +134,8 @@ class Searcher:
         if not groups:
             self.optimizer = self.scheduler = None
             return
-        self.optimizer = adamw(groups, lr=self.config.lr, betas=(0.9, 0.999), eps=1e-8)
+        self.optimizer = make_optimizer(self.config.optimizer, groups, lr=self.config.lr, eps=self.config.adam_eps,
+                                        max_grad_norm=self.config.grad_clip)
         n, warm = self.strategy.schedule_length(), self.config.warmup_steps
 
         def lam(i: int) -> float:
@@ -189,8 +190,9 @@ class Searcher:
         use_kd = objective in ("kd", "mlm+kd")
         use_mlm = objective in ("mlm", "mlm+kd")
         ids = b["masked_ids"] if use_mlm else b["input_ids"]
+        extra = {"token_type_ids": b["token_type_ids"]} if "token_type_ids" in b else {}
         with self._autocast():
-            out = enc(input_ids=ids, attention_mask=b["attention_mask"], output_hidden_states=use_kd)
+            out = enc(input_ids=ids, attention_mask=b["attention_mask"], output_hidden_states=use_kd, **extra)
             loss = torch.zeros((), device=self.device)
             if use_mlm:
                 s, c, correct = mlm_loss_sum(self.model, out[0], b["labels"])
@@ -199,9 +201,11 @@ class Searcher:
                 metrics["mlm_loss"] = float(self._allsum(s.detach()) / gc)
                 metrics["mlm_acc"] = float(self._allsum(correct) / gc)
             if use_kd:
-                with torch.no_grad():
-                    t = self.ctx.teacher(input_ids=ids, attention_mask=b["attention_mask"], output_hidden_states=True)
-                s, c = kd_loss_sum(out.hidden_states, t.hidden_states, b["attention_mask"])
+                t = teacher_forward(self.ctx.teacher, ids, b["attention_mask"], dropout=self.config.teacher_dropout,
+                                    **extra)
+                positions = b["attention_mask"] if self.config.kd_positions == "tokens" else \
+                    torch.ones_like(b["attention_mask"])  # 'all': padding included, as the reference KD script
+                s, c = kd_loss_sum(out.hidden_states, t.hidden_states, positions)
                 L = len(out.hidden_states) - 1
                 gc = self._allsum(c).clamp(min=1) * L
                 loss = loss + self.config.kd_weight * s / gc
@@ -241,7 +245,7 @@ class Searcher:
         # divergence stops the run here, before the update and before anything of this step is saved
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         self.guard.before_update(self.step_count + 1, metrics["loss"], params, grad_norm)
-        if self.config.grad_clip:
+        if self.config.grad_clip and not clips_per_tensor(self.config.optimizer):  # bert-adam clips per tensor
             torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, grad_norm)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
@@ -317,7 +321,7 @@ class Searcher:
     def evaluate_now(self, final: bool = False) -> dict:
         from .api import evaluate_context
 
-        self.strategy.before_save()
+        # (no threshold reset here: in paper mode an evaluation must not change the search's trajectory)
         t = time.perf_counter()
         res = evaluate_context(self.ctx, self.model, batches=self.config.eval_batches,
                                batch_size=self.config.eval_batch_size or self.config.batch_size,

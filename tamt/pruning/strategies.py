@@ -13,9 +13,9 @@ from torch import nn
 
 from tamt.nn import get_masks, masked_modules, patch_model, set_masks, update_thresholds
 from tamt.nn.scores import keep_largest, random_mask, ranked_scores
-from tamt.ops._common import sparsity_to_k
-
+from . import imp
 from .objectives import mlm_head_parameters
+from .threshold_schedule import ThresholdSchedule, reference_keep, thresholds_exact  # noqa: F401 (re-export)
 
 
 class Strategy:
@@ -58,28 +58,6 @@ class Strategy:
         return {}
 
     def load_state_dict(self, state: dict) -> None: ...
-
-
-def thresholds_exact(model: nn.Module) -> None:
-    """Exact top-k thresholds, then break ties at tau so that exactly floor(s*n) scores are pruned.
-
-    The mask is scores > tau; scores tied at tau (float32 has only ~8M values in [2*t0, 4*t0), and
-    scores without gradient keep their initial values) would all be pruned.  The surplus tied
-    entries are raised by one ulp above tau (ties broken by position).
-    """
-    update_thresholds(model)
-    with torch.no_grad():
-        for _, m in masked_modules(model):
-            if m.mode != "search" or m.nm is not None:  # N:M modules: the group top-N has no threshold
-                continue
-            flat = m.scores.view(-1)
-            n = flat.numel()
-            k = sparsity_to_k(m.sparsity, n)
-            pruned = int(torch.count_nonzero(flat <= m.threshold))  # (bool .sum() is 4x slower on CPU)
-            if pruned > k:
-                tied = (flat == m.threshold).nonzero().view(-1)
-                lift = tied[tied.numel() - (pruned - k):]
-                flat[lift] = torch.nextafter(m.threshold, torch.tensor(float("inf"), device=flat.device))
 
 
 def _freeze_all(model: nn.Module) -> None:
@@ -129,7 +107,9 @@ class TamtStrategy(Strategy):
         if cfg.score_init == "omp-rank":  # distinct scores already: no tie-break needed (see tamt.nn.scores)
             return ranked_scores(weight, self.s.sparsity, t0=cfg.t0)
         if cfg.score_init == "omp":
-            keep = keep_largest(weight.abs(), self.s.sparsity)
+            # without tie-breaking: the reference's |W| > k-th smallest |W| (ties at the cut are all pruned)
+            keep = keep_largest(weight.abs(), self.s.sparsity) if cfg.tie_break else \
+                reference_keep(weight.abs(), self.s.sparsity)
         else:
             keep = random_mask(tuple(weight.shape), self.s.sparsity, generator=gen).to(weight.device)
         s = keep.float() * (2.0 * cfg.t0)
@@ -153,7 +133,8 @@ class TamtStrategy(Strategy):
         for _, m in masked_modules(self.model):
             m.start_search(self.s.sparsity if m.nm is None else None, init=self._initial_scores(m.weight, gen, m.nm),
                            t0=self.cfg.t0)
-        thresholds_exact(self.model)
+        self.schedule = ThresholdSchedule(self.cfg, len(self.s.ctx.train) // self.cfg.batch_size)
+        self.schedule.start(self.model)
         if "mlm" in self.objective:
             for _, p in mlm_head_parameters(self.model):
                 p.requires_grad_(True)
@@ -167,15 +148,20 @@ class TamtStrategy(Strategy):
             groups.append({"params": head, "lr": cfg.head_lr, "weight_decay": 0.0, "name": "mlm_head"})
         return groups
 
+    def total_steps(self, requested: int) -> int:
+        return requested if self.cfg.stop_at is None else min(requested, int(self.cfg.stop_at))
+
+    def schedule_length(self) -> int:
+        return max(1, self.s.requested_steps)  # the full run's, also when stop_at ends the run earlier
+
     def after_step(self, step: int) -> None:
-        if self.cfg.threshold_mode == "exact" or step % int(self.cfg.reset_interval) == 0:
-            thresholds_exact(self.model)
+        self.schedule.after_step(self.model, step)
 
     def before_save(self) -> None:
-        thresholds_exact(self.model)
+        self.schedule.reset(self.model)
 
     def finish(self) -> None:
-        thresholds_exact(self.model)
+        self.schedule.reset(self.model)
         super().finish()
 
     def state_dict(self) -> dict:
@@ -231,17 +217,17 @@ class IMPStrategy(Strategy):
         return [{"params": params, "lr": self.cfg.lr, "weight_decay": self.cfg.weight_decay, "name": "weights"}]
 
     def schedule_length(self) -> int:
+        if self.cfg.imp_schedule == "run":  # the reference: every round restarts at lr with the whole run's slope
+            return max(1, self.s.requested_steps or self.s.total_steps)
         return self.interval()
 
     def _prune(self) -> None:
         level = self.levels[self.round]
-        new = {}
-        for name, m in masked_modules(self.model):
-            mag = m.weight.detach().abs().float()
-            mag = torch.where(m.mask, mag, torch.full_like(mag, -1.0))  # pruned ones stay pruned
-            new[f"{name}.weight"] = keep_largest(mag, level)
-        # rewind every weight to its pre-trained value, then fix the new masks
-        self.model.load_state_dict(self.pretrained, strict=False)
+        prev = self.levels[self.round - 1] if self.round else 0.0
+        new = {f"{name}.weight": imp.prune_round(m.weight, m.mask, prev, level, self.cfg.imp_rounding)
+               for name, m in masked_modules(self.model)}
+        # rewind (all weights by default; see tamt.pruning.imp for the reference's), then fix the new masks
+        imp.rewind(self.model, self.pretrained, self.cfg.imp_rewind)
         set_masks(self.model, new)
         self.round += 1
         self.s.emit(level, new, final=self.round == len(self.levels))
