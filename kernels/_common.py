@@ -9,6 +9,11 @@ Mask forms (exactly one is given):
   * ``mask``: bool/uint8 tensor of weight's shape (nonzero = keep),
   * ``packed_mask``: uint8 1-D, ceil(N*K/8) bytes, element i of the row-major
     flattened [N, K] weight is bit (i & 7) of byte (i >> 3).
+  * N:M search mode: ``scores`` and ``nm=(n, m)`` (no threshold): M keeps the
+    n largest scores of every group of m consecutive weights along K of a row
+    (ties to the earlier position; ``tamt.ops.nm.nm_mask`` is the reference).
+    The selection happens inside the tile load (``nm_keep``), so an N:M search
+    needs no threshold pass.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from torch import Tensor
 MASK_SCORES = 0
 MASK_DENSE = 1
 MASK_PACKED = 2
+MASK_NM = 3  # scores + group top-N (N:M search)
 
 _INT32_MAX = 2**31 - 1
 
@@ -72,6 +78,7 @@ class MaskArgs:
     threshold: Tensor  # 1-element tensor in scores' dtype, or a dummy
     bits: Tensor  # uint8 dense or packed mask, or a dummy
     cmp_dtype: object  # tl dtype used for scores > threshold
+    nm: tuple = (0, 1)  # (n, m) of MASK_NM; (0, 1) otherwise (unused)
 
 
 def resolve_mask(
@@ -80,11 +87,14 @@ def resolve_mask(
     threshold,
     mask: Optional[Tensor],
     packed_mask: Optional[Tensor],
+    nm: Optional[tuple] = None,
 ) -> MaskArgs:
     """Validate the mask form and return the kernel arguments for it."""
     given = [scores is not None, mask is not None, packed_mask is not None]
     if sum(given) != 1:
-        raise ValueError("give exactly one of scores (+threshold), mask, packed_mask")
+        raise ValueError("give exactly one of scores (+threshold or nm), mask, packed_mask")
+    if nm is not None:
+        return _resolve_nm(weight, scores, threshold, nm)
     if threshold is not None and scores is None:
         raise ValueError("threshold is only meaningful with scores")
     N, K = weight.shape
@@ -124,8 +134,39 @@ def resolve_mask(
     return MaskArgs(MASK_PACKED, weight, weight, packed_mask.contiguous(), tl.float32)
 
 
-def mask_reference(weight: Tensor, scores, threshold, mask, packed_mask) -> Tensor:
+def _resolve_nm(weight: Tensor, scores: Optional[Tensor], threshold, nm) -> MaskArgs:
+    if scores is None or threshold is not None:
+        raise ValueError("nm=(n, m) selects from scores: give scores and no threshold")
+    n, m = (int(v) for v in nm)
+    if not 1 <= n < m:
+        raise ValueError(f"invalid N:M pattern {n}:{m}")
+    if scores.shape != weight.shape:
+        raise ValueError(f"scores shape {tuple(scores.shape)} != weight shape {tuple(weight.shape)}")
+    if not scores.is_floating_point():
+        raise TypeError(f"scores must be floating point, got {scores.dtype}")
+    if weight.shape[1] % m:
+        raise ValueError(f"N:M groups of {m} need K % {m} == 0, got K = {weight.shape[1]}")
+    cmp = tl.float64 if scores.dtype == torch.float64 else tl.float32
+    return MaskArgs(MASK_NM, scores.contiguous(), weight, weight, cmp, (n, m))
+
+
+def nm_mask_reference(scores: Tensor, n: int, m: int) -> Tensor:
+    """The n largest of every group of m along the last dim, ties to the earlier position.
+
+    A stable descending sort per group (equal scores keep their order), an
+    algorithm independent of the kernel's rank count and of ``tamt.ops.nm``.
+    """
+    groups = scores.detach().reshape(-1, m)
+    order = torch.sort(groups, dim=1, descending=True, stable=True).indices
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(1, order[:, :n], True)
+    return keep.view(scores.shape)
+
+
+def mask_reference(weight: Tensor, scores, threshold, mask, packed_mask, nm=None) -> Tensor:
     """The boolean keep-mask M as a plain torch tensor (oracle helper)."""
+    if scores is not None and nm is not None:
+        return nm_mask_reference(scores, *nm)
     if scores is not None:
         return scores > threshold
     if mask is not None:
@@ -146,13 +187,39 @@ def check_int32_indexing(*tensors: Tensor) -> None:
 # Triton helpers
 # --------------------------------------------------------------------------
 @triton.jit
-def load_keep(s_ptr, thr, bits_ptr, idx, inb, MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr):
+def nm_keep(s_ptr, idx, inb, NM_N: tl.constexpr, NM_M: tl.constexpr, CMP_DTYPE: tl.constexpr):
+    """N:M keep-mask M[idx]: is S[idx] among the NM_N largest of its group of NM_M along K?
+
+    Entry i of a group is kept when fewer than NM_N entries j of the group
+    have S_j > S_i or (S_j == S_i and j < i) (ties to the earlier position, the
+    rule of ``tamt.ops.nm.nm_mask``).  The group of a flat row-major index is
+    ``idx - idx % NM_M`` .. ``+ NM_M - 1`` because K % NM_M == 0, so the rank is
+    NM_M loads of the group's scores and compares, whatever the tile layout
+    (W or W^T tile, split-K): every BLOCK size along K is a multiple of NM_M,
+    so those loads hit the lines the tile load itself brings in.
+    """
+    pos = idx % NM_M
+    first = idx - pos
+    s = tl.load(s_ptr + idx, mask=inb, other=0.0).to(CMP_DTYPE)
+    rank = tl.zeros_like(pos)
+    for j in tl.static_range(NM_M):
+        sj = tl.load(s_ptr + first + j, mask=inb, other=0.0).to(CMP_DTYPE)
+        beats = (sj > s) | ((sj == s) & (pos > j))
+        rank += beats.to(pos.dtype)
+    return rank < NM_N
+
+
+@triton.jit
+def load_keep(s_ptr, thr, bits_ptr, idx, inb, MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr,
+              NM_N: tl.constexpr = 0, NM_M: tl.constexpr = 1):
     """Boolean keep-mask M[idx] (flat row-major index into [N, K])."""
     if MASK_MODE == 0:
         s = tl.load(s_ptr + idx, mask=inb, other=0.0)
         keep = s.to(CMP_DTYPE) > thr
     elif MASK_MODE == 1:
         keep = tl.load(bits_ptr + idx, mask=inb, other=0) != 0
+    elif MASK_MODE == 3:
+        keep = nm_keep(s_ptr, idx, inb, NM_N, NM_M, CMP_DTYPE)
     else:
         byte = tl.load(bits_ptr + (idx >> 3), mask=inb, other=0).to(tl.int32)
         keep = ((byte >> (idx & 7)) & 1) != 0
@@ -160,11 +227,12 @@ def load_keep(s_ptr, thr, bits_ptr, idx, inb, MASK_MODE: tl.constexpr, CMP_DTYPE
 
 
 @triton.jit
-def load_masked_w(w_ptr, s_ptr, thr, bits_ptr, idx, inb, MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr):
+def load_masked_w(w_ptr, s_ptr, thr, bits_ptr, idx, inb, MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr,
+                  NM_N: tl.constexpr = 0, NM_M: tl.constexpr = 1):
     """Load W[idx] with the pruned entries zeroed. ``inb`` is the boundary
     mask; out-of-bounds entries come back 0."""
     w = tl.load(w_ptr + idx, mask=inb, other=0.0)
-    keep = load_keep(s_ptr, thr, bits_ptr, idx, inb, MASK_MODE, CMP_DTYPE)
+    keep = load_keep(s_ptr, thr, bits_ptr, idx, inb, MASK_MODE, CMP_DTYPE, NM_N, NM_M)
     return tl.where(keep, w, tl.zeros_like(w))
 
 

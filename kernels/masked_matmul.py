@@ -36,6 +36,7 @@ def _masked_matmul_fwd_kernel(
     M, N, K,
     MASK_MODE: tl.constexpr, HAS_BIAS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, CMP_DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+    NM_N: tl.constexpr, NM_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -56,7 +57,7 @@ def _masked_matmul_fwd_kernel(
         a = tl.load(x_ptr + rm[:, None] * K + kk[None, :], mask=kin[None, :], other=0.0)
         # W^T tile [BLOCK_K, BLOCK_N]: element (k, n) is W[n, k]
         w_idx = rn[None, :] * K + kk[:, None]
-        b = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, w_idx, kin[:, None], MASK_MODE, CMP_DTYPE)
+        b = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, w_idx, kin[:, None], MASK_MODE, CMP_DTYPE, NM_N, NM_M)
         acc = tl.dot(a, b.to(a.dtype), acc, input_precision=DOT_PREC)
 
     if HAS_BIAS:
@@ -83,6 +84,7 @@ def masked_matmul(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
     input_precision: Optional[str] = None,
     _config=None,
 ) -> Tensor:
@@ -92,7 +94,7 @@ def masked_matmul(
     _check_gemm_dtypes(x, weight)
     M, K = x.shape
     N = weight.shape[0]
-    margs = resolve_mask(weight, scores, threshold, mask, packed_mask)
+    margs = resolve_mask(weight, scores, threshold, mask, packed_mask, nm)
     if bias is not None and bias.shape != (N,):
         raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
     check_device(x, weight, bias, margs.scores, margs.bits)
@@ -117,7 +119,7 @@ def masked_matmul(
         dict(
             MASK_MODE=margs.mode, HAS_BIAS=bias is not None,
             ACC_DTYPE=acc_dtype(x.dtype), CMP_DTYPE=margs.cmp_dtype,
-            DOT_PREC=dot_precision(x.dtype, input_precision)
+            DOT_PREC=dot_precision(x.dtype, input_precision), NM_N=margs.nm[0], NM_M=margs.nm[1],
         ),
         _config,
     )
@@ -134,9 +136,10 @@ def masked_matmul_reference(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
 ) -> Tensor:
     """Plain PyTorch oracle: materialise W*M, then F.linear-equivalent."""
-    m = mask_reference(weight, scores, threshold, mask, packed_mask)
+    m = mask_reference(weight, scores, threshold, mask, packed_mask, nm)
     w_eff = torch.where(m, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
     y = x @ w_eff.t()
     if bias is not None:

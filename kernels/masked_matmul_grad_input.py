@@ -37,6 +37,7 @@ def _masked_matmul_grad_input_kernel(
     M, N, K,
     MASK_MODE: tl.constexpr,
     ACC_DTYPE: tl.constexpr, CMP_DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+    NM_N: tl.constexpr, NM_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -55,7 +56,7 @@ def _masked_matmul_grad_input_kernel(
         g = tl.load(g_ptr + rm[:, None] * N + nn[None, :], mask=nin[None, :], other=0.0)
         # W tile [BLOCK_K (n), BLOCK_N (k)] in its natural layout
         w_idx = nn[:, None] * K + rk[None, :]
-        w = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, w_idx, nin[:, None], MASK_MODE, CMP_DTYPE)
+        w = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, w_idx, nin[:, None], MASK_MODE, CMP_DTYPE, NM_N, NM_M)
         acc = tl.dot(g, w.to(g.dtype), acc, input_precision=DOT_PREC)
 
     dx = acc.to(dx_ptr.dtype.element_ty)
@@ -71,6 +72,7 @@ def masked_matmul_grad_input(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
     input_precision: Optional[str] = None,
     _config=None,
 ) -> Tensor:
@@ -82,7 +84,7 @@ def masked_matmul_grad_input(
     _check_gemm_dtypes(grad_out, weight)
     M, N = grad_out.shape
     K = weight.shape[1]
-    margs = resolve_mask(weight, scores, threshold, mask, packed_mask)
+    margs = resolve_mask(weight, scores, threshold, mask, packed_mask, nm)
     check_device(grad_out, weight, margs.scores, margs.bits)
     dx = torch.empty((M, K), dtype=grad_out.dtype, device=grad_out.device)
     if M == 0 or K == 0:
@@ -104,7 +106,7 @@ def masked_matmul_grad_input(
         dict(
             MASK_MODE=margs.mode,
             ACC_DTYPE=acc_dtype(grad_out.dtype), CMP_DTYPE=margs.cmp_dtype,
-            DOT_PREC=dot_precision(grad_out.dtype, input_precision)
+            DOT_PREC=dot_precision(grad_out.dtype, input_precision), NM_N=margs.nm[0], NM_M=margs.nm[1],
         ),
         _config,
     )
@@ -120,8 +122,9 @@ def masked_matmul_grad_input_reference(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
 ) -> Tensor:
     """Plain PyTorch oracle: grad_out @ (W*M)."""
-    m = mask_reference(weight, scores, threshold, mask, packed_mask)
+    m = mask_reference(weight, scores, threshold, mask, packed_mask, nm)
     w_eff = torch.where(m, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
     return grad_out @ w_eff

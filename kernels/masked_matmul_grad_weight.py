@@ -42,6 +42,7 @@ def _masked_matmul_grad_weight_kernel(
     M, N, K,
     MASK_MODE: tl.constexpr, WANT_S: tl.constexpr, WANT_W: tl.constexpr,
     ACC_DTYPE: tl.constexpr, CMP_DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+    NM_N: tl.constexpr, NM_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -70,7 +71,7 @@ def _masked_matmul_grad_weight_kernel(
         tl.store(ds_ptr + idx, (acc * w).to(ds_ptr.dtype.element_ty), mask=out_mask)
     if WANT_W:
         thr = load_threshold(thr_ptr, MASK_MODE, CMP_DTYPE)
-        keep = load_keep(s_ptr, thr, bits_ptr, idx, out_mask, MASK_MODE, CMP_DTYPE)
+        keep = load_keep(s_ptr, thr, bits_ptr, idx, out_mask, MASK_MODE, CMP_DTYPE, NM_N, NM_M)
         dw = tl.where(keep, acc, tl.zeros_like(acc))
         tl.store(dw_ptr + idx, dw.to(dw_ptr.dtype.element_ty), mask=out_mask)
 
@@ -84,6 +85,7 @@ def masked_matmul_grad_weight(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
     want_scores: bool,
     want_weight: bool,
     input_precision: Optional[str] = None,
@@ -104,7 +106,7 @@ def masked_matmul_grad_weight(
     if x.dtype != grad_out.dtype:
         raise TypeError(f"x dtype {x.dtype} != grad_out dtype {grad_out.dtype}")
     K = x.shape[1]
-    margs = resolve_mask(weight, scores, threshold, mask, packed_mask)
+    margs = resolve_mask(weight, scores, threshold, mask, packed_mask, nm)
     check_device(grad_out, x, weight, margs.scores, margs.bits)
     ds_dtype = scores.dtype if scores is not None else weight.dtype
     ds = torch.empty((N, K), dtype=ds_dtype, device=weight.device) if want_scores else None
@@ -130,7 +132,7 @@ def masked_matmul_grad_weight(
         dict(
             MASK_MODE=margs.mode, WANT_S=bool(want_scores), WANT_W=bool(want_weight),
             ACC_DTYPE=acc_dtype(grad_out.dtype), CMP_DTYPE=margs.cmp_dtype,
-            DOT_PREC=dot_precision(grad_out.dtype, input_precision)
+            DOT_PREC=dot_precision(grad_out.dtype, input_precision), NM_N=margs.nm[0], NM_M=margs.nm[1],
         ),
         _config,
     )
@@ -147,6 +149,7 @@ def masked_matmul_grad_weight_reference(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
     want_scores: bool,
     want_weight: bool,
 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
@@ -156,6 +159,6 @@ def masked_matmul_grad_weight_reference(
     if want_scores:
         ds = (g * weight).to(scores.dtype if scores is not None else weight.dtype)
     if want_weight:
-        m = mask_reference(weight, scores, threshold, mask, packed_mask)
+        m = mask_reference(weight, scores, threshold, mask, packed_mask, nm)
         dw = torch.where(m, g, torch.zeros((), dtype=g.dtype, device=g.device)).to(weight.dtype)
     return ds, dw

@@ -15,7 +15,12 @@ A sweep config (JSON, or YAML when PyYAML is installed)::
       "train_sizes": [null],              # data scarcity: e.g. [1000, 5000], or {"sst2": [1000, ...], ...}
       "search": {"steps": 200},           # tamt.search options for every method ...
       "search_by_method": {"imp": {"imp_interval": 40}},   # ... and per method
-      "search_steps": null,               # search cost: e.g. [100, 200, 400] (TAMT steps, IMP steps per round)
+      "search_steps": null,               # search cost: e.g. [100, 200, 400] (TAMT steps, IMP steps per round),
+                                          # or per method {"tamt-kd": [999, 1999], "imp": [200, 2792]}
+      "checkpoint_budgets": false,        # true: TAMT budgets are checkpoints (stop_at) of the full-length run,
+                                          # as the paper's search-cost masks; false: the runs' lengths
+      "mask_steps": {},                   # the paper's masks: {"tamt-mlm": {"0.5": 11000, ...}} - each sparsity
+                                          # searched on its own, its mask taken at that step of the full run
       "pretrain_eval": {"batches": 10},   # tamt.evaluate_pretraining options, or false
       "finetune": {"preset": "cpu-small", "epochs": 1}     # tamt.finetune options
     }
@@ -33,6 +38,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -47,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "model": "default", "corpus": "default", "methods": ["omp", "random", "tamt-kd", "tamt-mlm", "imp"],
     "sparsities": [0.5, 0.7], "dense": True, "mask_seeds": [0], "tasks": ["sst2"], "data": "hub",
     "seeds": [0], "train_sizes": [None], "search": {}, "search_by_method": {}, "search_steps": None,
-    "pretrain_eval": {}, "finetune": {}, "name": "sweep",
+    "pretrain_eval": {}, "finetune": {}, "name": "sweep", "mask_steps": {}, "checkpoint_budgets": False,
 }
 
 
@@ -138,14 +144,11 @@ class FinetuneCell:
 
 def plan(cfg: dict) -> tuple[list[SearchCell], list[FinetuneCell]]:
     searches, fts = [], []
-    budgets: list[int | None] = [None]
-    if cfg.get("search_steps"):
-        budgets = [int(b) for b in cfg["search_steps"]]
     variants = []  # (method, sparsity, mask_seed, budget)
     if cfg["dense"]:
         variants.append(("dense", 0.0, 0, None))
     for method in cfg["methods"]:
-        mb = budgets if method not in ("omp", "random") else [None]
+        mb = _budgets(cfg, method) if method not in ("omp", "random") else [None]
         for ms in cfg["mask_seeds"]:
             for b in mb:
                 searches.append(SearchCell(method, tuple(cfg["sparsities"]), int(ms), b))
@@ -159,6 +162,21 @@ def plan(cfg: dict) -> tuple[list[SearchCell], list[FinetuneCell]]:
                 for seed in cfg["seeds"]:
                     fts.append(FinetuneCell(method, s, ms, b, str(task), None if n is None else int(n), int(seed)))
     return searches, fts
+
+
+def _budgets(cfg: dict, method: str) -> list[int | None]:
+    steps = cfg.get("search_steps")
+    if isinstance(steps, dict):
+        steps = steps.get(method)
+    return [int(b) for b in steps] if steps else [None]
+
+
+def _mask_step(cfg: dict, method: str, s: float) -> int | None:
+    """The step of the full run whose mask the sweep fine-tunes (config ``mask_steps``), or None (the final one)."""
+    for k, v in (cfg.get("mask_steps") or {}).get(method, {}).items():
+        if abs(float(k) - s) < 1e-9:
+            return int(v)
+    return None
 
 
 class _Runner:
@@ -184,22 +202,37 @@ class _Runner:
         if budget is not None:
             if method == "imp":
                 kw["imp_interval"] = budget
+            elif self.cfg.get("checkpoint_budgets"):
+                kw["stop_at"] = budget  # a checkpoint of the full run (its schedule unchanged)
             else:
                 kw["steps"] = budget
         return kw
+
+    def _search_once(self, method: str, sparsities: list[float], kw: dict):
+        if self.search_fn is not None:
+            return self.search_fn(self.model, method, sparsities, self.cfg["corpus"], **kw)
+        import tamt
+
+        kw.setdefault("tensorboard", False)
+        return tamt.search(self.model, method, sparsities, self.cfg["corpus"], tokenizer=self.tokenizer,
+                           context=self.context(method), **kw)
 
     def search(self, cell: SearchCell) -> dict:
         kw = self._search_kwargs(cell.method, cell.budget)
         kw.setdefault("seed", cell.mask_seed)
         kw.setdefault("progress", False)
-        if self.search_fn is not None:
-            res = self.search_fn(self.model, cell.method, list(cell.sparsities), self.cfg["corpus"], **kw)
+        steps = {s: _mask_step(self.cfg, cell.method, s) for s in cell.sparsities} if cell.budget is None else {}
+        if any(v is not None for v in steps.values()):
+            # the paper's masks: one run per sparsity, ended at (and masked from) its checkpoint step
+            masks, timings = {}, {}
+            for s in cell.sparsities:
+                r = self._search_once(cell.method, [s], {**kw, "stop_at": steps[s]} if steps[s] is not None else kw)
+                m = r.masks
+                masks[s] = _lookup(m, s) if m and isinstance(next(iter(m.values())), dict) else m
+                timings[s] = _lookup(getattr(r, "timings", {}) or {}, s) or {}
+            res = SimpleNamespace(masks=masks, timings=timings)
         else:
-            import tamt
-
-            kw.setdefault("tensorboard", False)
-            res = tamt.search(self.model, cell.method, list(cell.sparsities), self.cfg["corpus"],
-                              tokenizer=self.tokenizer, context=self.context(cell.method), **kw)
+            res = self._search_once(cell.method, list(cell.sparsities), kw)
         masks = res.masks
         if masks and not isinstance(next(iter(masks.values())), dict):  # one sparsity: {name: mask}
             masks = {cell.sparsities[0]: masks}
@@ -479,6 +512,11 @@ class SweepResult:
                      "`score` is the best dev score (mean of the task's metrics), the paper's protocol.")
         lines += ["", "## Best-dev score", "", markdown_table(*self.table("score")), ""]
         lines += ["## Final score (end of training)", "", markdown_table(*self.table("final_score")), ""]
+        if "mnli" in self.cfg.get("tasks", []):
+            lines += ["MNLI: both dev sets are reported (`matched_accuracy`, `mismatched_accuracy`; the MNLI "
+                      "score is their mean).  The reference code (glue_trans.py) reports the *mismatched* "
+                      "accuracy as MNLI's `acc` (its evaluation writes the matched and then the mismatched "
+                      "result under one key); compare the paper's MNLI numbers with `mismatched_accuracy`.", ""]
         pts = self._cell_points()
         if any(p.get(c) is not None for p in pts for c in PRETRAIN_COLS):
             lines += ["## Pre-training performance (held-out)", ""]

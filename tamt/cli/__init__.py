@@ -18,6 +18,7 @@ COMMANDS = [
     ("tamt.cli.search", "search / eval-pretrain: find subnetworks (TAMT, IMP, OMP, random)"),
     ("tamt.cli.finetune", "finetune / sweep: downstream transfer of subnetworks"),
     ("tamt.cli.masks", "info / compare-masks: inspect mask files"),
+    ("tamt.cli.export", "export: a subnetwork as a plain Hugging Face checkpoint"),
 ]
 
 

@@ -45,8 +45,14 @@ def register(subparsers) -> None:
     p.add_argument("--eval-size", type=int, default=None, help="cap the dev set (cheap runs)")
     p.add_argument("--warmup-ratio", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--select-metric", default=None,
+                   help="dev metric the best checkpoint is chosen by (default: the task's main metric; MNLI: "
+                        "matched_accuracy, the paper preset: mismatched_accuracy as the reference reports)")
+    p.add_argument("--optimizer", choices=["adamw", "adamw-hf"], default=None,
+                   help="adamw: torch AdamW; adamw-hf: the HF AdamW of the reference's fine-tuning scripts")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="'paper': the paper's full setup; 'cpu-small': cheap CPU runs")
+                   help="'paper': the reference's setup (eval every 50 steps, MNLI 500, SQuAD 1000, wd 0, HF AdamW, "
+                        "seeds 1,2,3); 'cpu-small': cheap CPU runs")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--save-model", action="store_true", help="save the fine-tuned model (mask baked in) under --out")
@@ -72,7 +78,8 @@ def _finetune(args) -> int:
     import tamt.finetune as ft
 
     overrides = {k: getattr(args, k) for k in ("max_steps", "lr", "batch_size", "max_seq_length", "doc_stride",
-                                               "eval_every", "eval_size", "warmup_ratio", "weight_decay", "device")}
+                                               "eval_every", "eval_size", "warmup_ratio", "weight_decay", "device",
+                                               "select_metric", "optimizer")}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.threads:
         overrides["num_threads"] = args.threads

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tamt.optim import adamw
+from tamt.optim import make_optimizer
 
 from . import metrics as M
 from .config import FinetuneConfig
@@ -243,7 +243,7 @@ def train_one_seed(
         {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    opt = adamw(groups, lr=cfg.lr, eps=cfg.adam_eps)
+    opt = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, eps=cfg.adam_eps)
     warmup = int(cfg.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
@@ -286,7 +286,10 @@ def train_one_seed(
                 history.append(rec)
                 if log:
                     log(rec)
-                key = main_key(task, res)
+                key = cfg.select_metric or main_key(task, res)
+                if key not in res:
+                    raise ValueError(f"select_metric {key!r} is not a {task} metric; choose one of "
+                                     f"{', '.join(k for k in res if k != 'score')}")
                 if best is None or res[key] > best[key]:
                     best, best_step = res, step
                 if bar is not None:

@@ -12,8 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tamt.nn.structure import run_label
+
 from .config import SearchConfig, check_method, check_sparsities, preset as get_preset
-from .context import SearchContext, fit_head, prepare
+from .context import SearchContext, ensure_kd_data, fit_head, prepare
 from .objectives import kd_loss_sum, mask_tokens, mlm_loss_sum
 from .searcher import Searcher, _dist, requested_steps
 
@@ -51,16 +53,36 @@ class SearchResult:
 
 def build_config(method: str, sparsity, *, steps=None, epochs=None, preset: str | None = None,
                  **config) -> SearchConfig:
-    base = get_preset(preset) if preset else {}
+    return build_config_with_sources(method, sparsity, steps=steps, epochs=epochs, preset=preset, **config)[0]
+
+
+def build_config_with_sources(method: str, sparsity, *, steps=None, epochs=None, preset: str | None = None,
+                              **config) -> tuple[SearchConfig, dict[str, str]]:
+    """The config of a search and, per option set explicitly, where its value came from
+    ("preset <name>", "preset <name> for <method>", "option")."""
+    method = check_method(method)
+    common = get_preset(preset) if preset else {}
+    base = get_preset(preset, method) if preset else {}
+    sources = {k: f"preset {preset}" if k in common and common[k] == v else f"preset {preset} for {method}"
+               for k, v in base.items()}
     if steps is not None or epochs is not None:
         base.pop("steps", None)
         base.pop("epochs", None)
     base.update({k: v for k, v in config.items()})
+    sources.update({k: "option" for k in config})
     if steps is not None:
         base["steps"] = steps
+        sources["steps"] = "option"
     if epochs is not None:
         base["epochs"] = epochs
-    return SearchConfig.from_dict({"method": check_method(method), "sparsities": check_sparsities(sparsity), **base})
+        sources["epochs"] = "option"
+    if sparsity is None:  # an N:M structure fixes it at 1 - N/M
+        from tamt.nn.structure import default_sparsity
+
+        sparsity = default_sparsity(base.get("structure"))
+    cfg = SearchConfig.from_dict({"method": check_method(method), "sparsities": check_sparsities(sparsity), **base})
+    sources.update(method="option", sparsities="option")
+    return cfg, sources
 
 
 def init_distributed() -> bool:
@@ -80,6 +102,7 @@ def make_context(model, corpus, config: SearchConfig, *, tokenizer=None, out=Non
     ctx = prepare(model, corpus, tokenizer=tokenizer, block_size=config.block_size,
                   validation_fraction=config.validation_fraction, seed=config.seed, max_blocks=config.max_blocks)
     ensure_head(ctx, config, out=out)
+    ensure_kd_data(ctx, config, corpus)
     return ctx
 
 
@@ -142,6 +165,7 @@ def search(model, method: str, sparsity, corpus, *, steps: int | None = None, ep
 
             _on_rank0(take_folder)
         ensure_head(ctx, cfg, out=out_p)
+        ensure_kd_data(ctx, cfg, corpus)
         return _search_all(ctx, cfg, out_p, resume=resume, callbacks=callbacks)
 
 
@@ -192,7 +216,7 @@ def _search_all(ctx: SearchContext, cfg: SearchConfig, out_p: Path | None, *, re
     runs = [None] if cfg.method == "imp" else list(cfg.sparsities)
     result = SearchResult(method=cfg.method, sparsities=cfg.sparsities, masks={}, out=out_p, info=dict(ctx.info))
     for s in runs:
-        name = "imp" if s is None else f"{cfg.method}-s{s:.2f}"
+        name = "imp" if s is None else f"{run_label(cfg.method, cfg.structure, cfg.embedding_structure)}-s{s:.2f}"
         run_dir = out_p / "runs" / name if out_p is not None else None
         mask_dir = out_p / "masks" if out_p is not None else None
         wall = time.perf_counter()

@@ -151,7 +151,8 @@ def exact_thresholds(model) -> None:
     from tamt.ops import topk_thresholds_and_counts
     from tamt.ops._common import sparsity_to_k
 
-    mods = [m for _, m in masked_modules(model) if m.mode == "search"]
+    # (N:M modules have no threshold: the group top-N picks their mask)
+    mods = [m for _, m in masked_modules(model) if m.mode == "search" and m.nm is None]
     if not mods:
         return
     taus, counts = topk_thresholds_and_counts([m.scores for m in mods], [m.sparsity for m in mods])

@@ -25,10 +25,11 @@ def comp(fn, sig, consts, cap, warps=8, stages=3):
     print("compiled", fn.__name__, f"sm_{cap}")
 
 
-for cap, dt, mode in [(90, "bf16", 0), (80, "fp32", 2)]:
+for cap, dt, mode in [(90, "bf16", 0), (80, "fp32", 2), (90, "bf16", 3)]:  # 3: N:M (2:4) search
     p = f"*{dt}"
     common = dict(ACC_DTYPE=tl.float32, CMP_DTYPE=tl.float32, DOT_PREC="ieee" if dt == "fp32" else None,
-                  BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, MASK_MODE=mode)
+                  BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, MASK_MODE=mode,
+                  NM_N=2 if mode == 3 else 0, NM_M=4 if mode == 3 else 1)
     comp(F._masked_matmul_fwd_kernel.fn,
          dict(x_ptr=p, w_ptr=p, s_ptr=p, thr_ptr=p, bits_ptr="*u8", b_ptr=p, y_ptr=p, M="i32", N="i32", K="i32"),
          dict(common, HAS_BIAS=True), cap)
