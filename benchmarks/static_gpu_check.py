@@ -161,6 +161,8 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
                         threshold=torch.empty((), dtype=score_dtype, **meta))
         if form == "uint8":
             return dict(mask=torch.empty(w.shape, dtype=torch.uint8, **meta))
+        if form == "nm":  # 2:4 search: the group top-2 picked from the scores in the tile load
+            return dict(scores=torch.empty(w.shape, dtype=score_dtype, **meta), nm=(2, 4))
         return dict(packed_mask=torch.empty((w.numel() + 7) // 8, dtype=torch.uint8, **meta))
 
     def add(kernel_name, family, dtype, form, launch_fn, extra=None, select=None, which=None):
@@ -171,7 +173,7 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
             name = kernel_name if kernel is calls[0][0] else fn.__name__.strip("_").replace("_kernel", "")
             if hasattr(kernel, "configs"):  # autotuned: the configs the pruner keeps
                 mode = kwargs["MASK_MODE"]
-                sbytes = 4 if form == "scores" else 2
+                sbytes = 4 if form in ("scores", "nm") else 2
                 cfgs = _configs.surviving_configs(family, dtype, mode, limit, capability=arch, score_bytes=sbytes,
                                                   tokens=_configs.token_bucket(M), rows=None, cols=None, which=which)
                 elem = torch.empty((), dtype=dtype).element_size()
@@ -200,7 +202,7 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
         return cfgs[:1]
 
     dtypes = [torch.bfloat16, torch.float16, torch.float32]
-    forms = ["scores", "uint8", "packed"]
+    forms = ["scores", "uint8", "packed", "nm"]
     for dtype in dtypes:
         for form in forms:
             if ci:
@@ -210,7 +212,8 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
                     select = largest
                 elif dtype == torch.bfloat16 and form == "scores":
                     select = None
-                elif (dtype == torch.bfloat16 and form in ("uint8", "packed")) or (dtype == torch.float32 and form == "uint8"):
+                elif (dtype == torch.bfloat16 and form in ("uint8", "packed", "nm")) or \
+                        (dtype == torch.float32 and form == "uint8"):
                     select = first
                 else:
                     continue
@@ -227,7 +230,7 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
             # grad-weight: search mode (dscores, split-K with atomics) for the scores form, fine-tuning
             # mode (dweight, the mask read in the epilogue; 16-bit weights use the deterministic
             # partial-sum pass) for the fixed-mask forms.
-            want_s = form == "scores"
+            want_s = form in ("scores", "nm")
             for split in (1, 4):
                 sel = select
                 if ci and split == 1:  # CI: the split-K (production) variant of every config, one unsplit

@@ -71,6 +71,18 @@ PYBIND11_MODULE(_C, m) {
       py::arg("dtype"), py::arg("ptrs"), py::arg("sizes"), py::arg("ks"), py::arg("out"), py::arg("first_hist"),
       py::arg("first_bits"));
   m.def(
+      "cpu_segmented_kth_smallest_count_le",  // the same, plus count_le (int64 per segment; see kernels.h)
+      [](int dtype, const std::vector<int64_t>& ptrs, const std::vector<int64_t>& sizes,
+         const std::vector<int64_t>& ks, int64_t out, int64_t first_hist, int first_bits, int64_t count_le) {
+        check_same_len(ptrs, sizes, "ptrs/sizes");
+        check_same_len(ptrs, ks, "ptrs/ks");
+        py::gil_scoped_release nogil;
+        tamt::cpu::segmented_kth_smallest(dtype, static_cast<int64_t>(ptrs.size()), ptrs.data(), sizes.data(),
+                                          ks.data(), reinterpret_cast<void*>(out),
+                                          ptr_or_null<int64_t>(first_hist), first_bits,
+                                          reinterpret_cast<int64_t*>(count_le));
+      });
+  m.def(
       "cpu_pack_mask",
       [](int64_t mask, int64_t n, int64_t packed) {
         tamt::cpu::pack_mask(reinterpret_cast<const uint8_t*>(mask), n, reinterpret_cast<uint8_t*>(packed));
@@ -108,6 +120,11 @@ PYBIND11_MODULE(_C, m) {
 #ifdef TAMT_WITH_CUDA
   // ---------------------------------------------------------------- CUDA
   m.def("cuda_device_count", &tamt::cuda::device_count);
+  m.def("cuda_device_query", []() {
+    int q[4];
+    tamt::cuda::device_query(q);
+    return py::make_tuple(q[0], q[1], std::string(tamt::cuda::error_string(q[1])), q[2], q[3]);
+  });
   m.def("cuda_chunk_elems", &tamt::cuda::chunk_elems);
   m.def("cuda_adamw_chunk_elems", &tamt::cuda::adamw_chunk_elems);
   m.def("cuda_workspace_bytes", &tamt::cuda::workspace_bytes);

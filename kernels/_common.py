@@ -12,6 +12,11 @@ Mask forms (exactly one is given):
     flattened [N, K] weight is bit (i & 7) of byte (i >> 3). When K % 8 == 0
     every row starts on a byte, so a tile reads one byte per 8 K-elements and
     expands it with shifts (``PACKED_ROWS``); otherwise one byte per element.
+  * N:M search mode: ``scores`` and ``nm=(n, m)`` (no threshold): M keeps the
+    n largest scores of every group of m consecutive weights along K of a row
+    (ties to the earlier position; ``tamt.ops.nm.nm_mask`` is the reference).
+    The selection happens inside the tile load (``nm_keep``), so an N:M search
+    needs no threshold pass.
 
 Which form is fastest is a property of the compiler as much as of the bytes
 moved: on Hopper the masked W tile is the register (A) operand of ``wgmma``,
@@ -37,6 +42,7 @@ from torch import Tensor
 MASK_SCORES = 0
 MASK_DENSE = 1
 MASK_PACKED = 2
+MASK_NM = 3  # scores + group top-N (N:M search)
 
 _INT32_MAX = 2**31 - 1
 
@@ -87,9 +93,11 @@ class MaskArgs:
     cmp_dtype: object  # tl dtype used for scores > threshold
     packed_rows: bool = False  # packed mask with byte-aligned rows (K % 8 == 0)
     row_bytes: int = 0  # K // 8 when packed_rows
+    nm: tuple = (0, 1)  # (n, m) of MASK_NM; (0, 1) otherwise (unused)
 
     def kernel_kwargs(self) -> dict:
-        return dict(MASK_MODE=self.mode, CMP_DTYPE=self.cmp_dtype, PACKED_ROWS=self.packed_rows)
+        return dict(MASK_MODE=self.mode, CMP_DTYPE=self.cmp_dtype, PACKED_ROWS=self.packed_rows,
+                    NM_N=self.nm[0], NM_M=self.nm[1])
 
 
 def resolve_mask(
@@ -98,11 +106,14 @@ def resolve_mask(
     threshold,
     mask: Optional[Tensor],
     packed_mask: Optional[Tensor],
+    nm: Optional[tuple] = None,
 ) -> MaskArgs:
     """Validate the mask form and return the kernel arguments for it."""
     given = [scores is not None, mask is not None, packed_mask is not None]
     if sum(given) != 1:
-        raise ValueError("give exactly one of scores (+threshold), mask, packed_mask")
+        raise ValueError("give exactly one of scores (+threshold or nm), mask, packed_mask")
+    if nm is not None:
+        return _resolve_nm(weight, scores, threshold, nm)
     if threshold is not None and scores is None:
         raise ValueError("threshold is only meaningful with scores")
     N, K = weight.shape
@@ -143,8 +154,39 @@ def resolve_mask(
     return MaskArgs(MASK_PACKED, weight, weight, packed_mask.contiguous(), tl.float32, rows, K // 8 if rows else 0)
 
 
-def mask_reference(weight: Tensor, scores, threshold, mask, packed_mask) -> Tensor:
+def _resolve_nm(weight: Tensor, scores: Optional[Tensor], threshold, nm) -> MaskArgs:
+    if scores is None or threshold is not None:
+        raise ValueError("nm=(n, m) selects from scores: give scores and no threshold")
+    n, m = (int(v) for v in nm)
+    if not 1 <= n < m:
+        raise ValueError(f"invalid N:M pattern {n}:{m}")
+    if scores.shape != weight.shape:
+        raise ValueError(f"scores shape {tuple(scores.shape)} != weight shape {tuple(weight.shape)}")
+    if not scores.is_floating_point():
+        raise TypeError(f"scores must be floating point, got {scores.dtype}")
+    if weight.shape[1] % m:
+        raise ValueError(f"N:M groups of {m} need K % {m} == 0, got K = {weight.shape[1]}")
+    cmp = tl.float64 if scores.dtype == torch.float64 else tl.float32
+    return MaskArgs(MASK_NM, scores.contiguous(), weight, weight, cmp, nm=(n, m))
+
+
+def nm_mask_reference(scores: Tensor, n: int, m: int) -> Tensor:
+    """The n largest of every group of m along the last dim, ties to the earlier position.
+
+    A stable descending sort per group (equal scores keep their order), an
+    algorithm independent of the kernel's rank count and of ``tamt.ops.nm``.
+    """
+    groups = scores.detach().reshape(-1, m)
+    order = torch.sort(groups, dim=1, descending=True, stable=True).indices
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(1, order[:, :n], True)
+    return keep.view(scores.shape)
+
+
+def mask_reference(weight: Tensor, scores, threshold, mask, packed_mask, nm=None) -> Tensor:
     """The boolean keep-mask M as a plain torch tensor (oracle helper)."""
+    if scores is not None and nm is not None:
+        return nm_mask_reference(scores, *nm)
     if scores is not None:
         return scores > threshold
     if mask is not None:
@@ -165,10 +207,33 @@ def check_int32_indexing(*tensors: Tensor) -> None:
 # Triton helpers
 # --------------------------------------------------------------------------
 @triton.jit
+def nm_keep(s_ptr, idx, inb, NM_N: tl.constexpr, NM_M: tl.constexpr, CMP_DTYPE: tl.constexpr):
+    """N:M keep-mask M[idx]: is S[idx] among the NM_N largest of its group of NM_M along K?
+
+    Entry i of a group is kept when fewer than NM_N entries j of the group
+    have S_j > S_i or (S_j == S_i and j < i) (ties to the earlier position, the
+    rule of ``tamt.ops.nm.nm_mask``).  The group of a flat row-major index is
+    ``idx - idx % NM_M`` .. ``+ NM_M - 1`` because K % NM_M == 0, so the rank is
+    NM_M loads of the group's scores and compares, whatever the tile layout
+    (W or W^T tile, split-K): every BLOCK size along K is a multiple of NM_M,
+    so those loads hit the lines the tile load itself brings in.
+    """
+    pos = idx % NM_M
+    first = idx - pos
+    s = tl.load(s_ptr + idx, mask=inb, other=0.0).to(CMP_DTYPE)
+    rank = tl.zeros_like(pos)
+    for j in tl.static_range(NM_M):
+        sj = tl.load(s_ptr + first + j, mask=inb, other=0.0).to(CMP_DTYPE)
+        beats = (sj > s) | ((sj == s) & (pos > j))
+        rank += beats.to(pos.dtype)
+    return rank < NM_N
+
+
+@triton.jit
 def load_w_keep(
     w_ptr, s_ptr, thr, bits_ptr, n_idx, k_idx, k0, n_ok, k_ok, K, KB,
     MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr, PACKED_ROWS: tl.constexpr, TRANS: tl.constexpr,
-    BLOCK_NN: tl.constexpr, BLOCK_KK: tl.constexpr,
+    BLOCK_NN: tl.constexpr, BLOCK_KK: tl.constexpr, NM_N: tl.constexpr = 0, NM_M: tl.constexpr = 1,
 ):
     """The W tile and its keep-mask M, the single place a GEMM reads the mask.
 
@@ -179,8 +244,8 @@ def load_w_keep(
     [BLOCK_KK, BLOCK_NN] tiles, loaded transposed from memory rather than
     transposed in registers (a register transpose would cost a shared-memory
     round trip before the dot). Out-of-bounds entries come back W = 0,
-    keep = False. A new mask mode (e.g. N:M groups along K, which needs W)
-    is one more branch here.
+    keep = False. The N:M mode (MASK_MODE 3, ``NM_N`` of every ``NM_M``
+    along K) ranks each entry within its group from the scores (``nm_keep``).
     """
     if TRANS:
         idx = k_idx[:, None] + n_idx[None, :] * K
@@ -194,6 +259,8 @@ def load_w_keep(
         keep = s.to(CMP_DTYPE) > thr
     elif MASK_MODE == 1:
         keep = tl.load(bits_ptr + idx, mask=inb, other=0) != 0
+    elif MASK_MODE == 3:
+        keep = nm_keep(s_ptr, idx, inb, NM_N, NM_M, CMP_DTYPE)
     elif PACKED_ROWS:
         # one byte per 8 consecutive k of a row, expanded with shifts
         kb = k0 // 8 + tl.arange(0, BLOCK_KK // 8)
@@ -220,11 +287,11 @@ def load_w_keep(
 def load_masked_w(
     w_ptr, s_ptr, thr, bits_ptr, n_idx, k_idx, k0, n_ok, k_ok, K, KB,
     MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr, PACKED_ROWS: tl.constexpr, TRANS: tl.constexpr,
-    BLOCK_NN: tl.constexpr, BLOCK_KK: tl.constexpr,
+    BLOCK_NN: tl.constexpr, BLOCK_KK: tl.constexpr, NM_N: tl.constexpr = 0, NM_M: tl.constexpr = 1,
 ):
     """W * M as a tile (see load_w_keep for the arguments)."""
     w, keep = load_w_keep(w_ptr, s_ptr, thr, bits_ptr, n_idx, k_idx, k0, n_ok, k_ok, K, KB,
-                          MASK_MODE, CMP_DTYPE, PACKED_ROWS, TRANS, BLOCK_NN, BLOCK_KK)
+                          MASK_MODE, CMP_DTYPE, PACKED_ROWS, TRANS, BLOCK_NN, BLOCK_KK, NM_N, NM_M)
     return tl.where(keep, w, tl.zeros_like(w))
 
 

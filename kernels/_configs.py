@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 import triton
 
-from ._common import MASK_DENSE, MASK_PACKED, MASK_SCORES, interpreting
+from ._common import MASK_DENSE, MASK_NM, MASK_PACKED, MASK_SCORES, interpreting
 
 # Opt-in shared memory per block (bytes) by compute capability.
 SHARED_LIMIT = {70: 98304, 75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376,
@@ -147,12 +147,16 @@ def shared_estimate(family: str, cfg, elem_bytes: int, mask_mode: int, score_byt
     w_tile = bn * bk * elem_bytes
     if mask_mode == MASK_SCORES:
         mask_tile = bn * bk * score_bytes
+    elif mask_mode == MASK_NM:
+        # the tile's scores and the group's (re-read per position: 2:4 -> 4 more
+        # loads of the same lines, which the pipeliner may stage separately)
+        mask_tile = 5 * bn * bk * score_bytes
     elif mask_mode == MASK_DENSE:
         mask_tile = bn * bk
     else:
         mask_tile = bn * bk // 8
     # the fp32 (FMA) dot reads both operands through shared memory whatever the form
-    restore = w_tile if (mask_mode in (MASK_SCORES, MASK_PACKED) or elem_bytes >= 4) else 0
+    restore = w_tile if (mask_mode in (MASK_SCORES, MASK_PACKED, MASK_NM) or elem_bytes >= 4) else 0
     reg_stages = max(1, stages - 1)
     pipeline = stages * bm * bk * elem_bytes + reg_stages * (w_tile + mask_tile) + restore
     return max(pipeline, bm * bn * 4) + _SLACK
@@ -217,7 +221,7 @@ def make_pruner(family: str, operand: str, dims: tuple[str, str, str]):
         t = named_args[operand]
         sargs = named_args.get("s_ptr")
         mode = kwargs.get("MASK_MODE", MASK_DENSE)
-        score_bytes = sargs.element_size() if (mode == MASK_SCORES and sargs is not None) else 4
+        score_bytes = sargs.element_size() if (mode in (MASK_SCORES, MASK_NM) and sargs is not None) else 4
         limit, cc = device_limits(t.device.index if t.device.index is not None else torch.cuda.current_device())
         sizes = [named_args.get(d, kwargs.get(d)) for d in dims]
         keep = surviving_configs(family, t.dtype, mode, limit, capability=cc, score_bytes=score_bytes,

@@ -49,6 +49,7 @@ def _masked_matmul_fwd_kernel(
     M, N, K, KB, M_BUCKET,
     MASK_MODE: tl.constexpr, PACKED_ROWS: tl.constexpr, HAS_BIAS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, CMP_DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+    NM_N: tl.constexpr, NM_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -69,7 +70,7 @@ def _masked_matmul_fwd_kernel(
         kin = kk < K
         # (W*M) tile [BLOCK_N, BLOCK_K]: the register operand
         wm = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, rn, kk, k0, n_ok, kin, K, KB,
-                           MASK_MODE, CMP_DTYPE, PACKED_ROWS, False, BLOCK_N, BLOCK_K)
+                           MASK_MODE, CMP_DTYPE, PACKED_ROWS, False, BLOCK_N, BLOCK_K, NM_N, NM_M)
         # x^T tile [BLOCK_K, BLOCK_M]: element (k, m) is x[m, k]
         xt = tl.load(x_ptr + rm[None, :] * K + kk[:, None], mask=kin[:, None], other=0.0)
         acc = tl.dot(wm.to(xt.dtype), xt, acc, input_precision=DOT_PREC)
@@ -98,6 +99,7 @@ def masked_matmul(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
     input_precision: Optional[str] = None,
     _config=None,
 ) -> Tensor:
@@ -107,7 +109,7 @@ def masked_matmul(
     _check_gemm_dtypes(x, weight)
     M, K = x.shape
     N = weight.shape[0]
-    margs = resolve_mask(weight, scores, threshold, mask, packed_mask)
+    margs = resolve_mask(weight, scores, threshold, mask, packed_mask, nm)
     if bias is not None and bias.shape != (N,):
         raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
     check_device(x, weight, bias, margs.scores, margs.bits)
@@ -148,9 +150,10 @@ def masked_matmul_reference(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
 ) -> Tensor:
     """Plain PyTorch oracle: materialise W*M, then F.linear-equivalent."""
-    m = mask_reference(weight, scores, threshold, mask, packed_mask)
+    m = mask_reference(weight, scores, threshold, mask, packed_mask, nm)
     w_eff = torch.where(m, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
     y = x @ w_eff.t()
     if bias is not None:

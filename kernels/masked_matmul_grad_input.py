@@ -46,6 +46,7 @@ def _masked_matmul_grad_input_kernel(
     M, N, K, KB, M_BUCKET,
     MASK_MODE: tl.constexpr, PACKED_ROWS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, CMP_DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+    NM_N: tl.constexpr, NM_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -65,7 +66,7 @@ def _masked_matmul_grad_input_kernel(
         nin = nn < N
         # (W*M)^T tile [BLOCK_N (k), BLOCK_K (n)]: the register operand
         wmt = load_masked_w(w_ptr, s_ptr, thr, bits_ptr, nn, rk, k_start, nin, k_ok, K, KB,
-                            MASK_MODE, CMP_DTYPE, PACKED_ROWS, True, BLOCK_K, BLOCK_N)
+                            MASK_MODE, CMP_DTYPE, PACKED_ROWS, True, BLOCK_K, BLOCK_N, NM_N, NM_M)
         # grad_out^T tile [BLOCK_K (n), BLOCK_M]: element (n, m) is grad_out[m, n]
         gt = tl.load(g_ptr + rm[None, :] * N + nn[:, None], mask=nin[:, None], other=0.0)
         acc = tl.dot(wmt.to(gt.dtype), gt, acc, input_precision=DOT_PREC)
@@ -83,6 +84,7 @@ def masked_matmul_grad_input(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
     input_precision: Optional[str] = None,
     _config=None,
 ) -> Tensor:
@@ -94,7 +96,7 @@ def masked_matmul_grad_input(
     _check_gemm_dtypes(grad_out, weight)
     M, N = grad_out.shape
     K = weight.shape[1]
-    margs = resolve_mask(weight, scores, threshold, mask, packed_mask)
+    margs = resolve_mask(weight, scores, threshold, mask, packed_mask, nm)
     check_device(grad_out, weight, margs.scores, margs.bits)
     dx = torch.empty((M, K), dtype=grad_out.dtype, device=grad_out.device)
     if M == 0 or K == 0:
@@ -131,8 +133,9 @@ def masked_matmul_grad_input_reference(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
 ) -> Tensor:
     """Plain PyTorch oracle: grad_out @ (W*M)."""
-    m = mask_reference(weight, scores, threshold, mask, packed_mask)
+    m = mask_reference(weight, scores, threshold, mask, packed_mask, nm)
     w_eff = torch.where(m, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
     return grad_out @ w_eff

@@ -58,7 +58,7 @@ def _ste_epilogue(
     acc, ds_ptr, dw_ptr, w_ptr, s_ptr, thr, bits_ptr, offs_n, offs_k, k0, N, K, KB,
     WANT_S: tl.constexpr, WANT_W: tl.constexpr, ATOMIC: tl.constexpr,
     MASK_MODE: tl.constexpr, CMP_DTYPE: tl.constexpr, PACKED_ROWS: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NM_N: tl.constexpr, NM_M: tl.constexpr,
 ):
     """dscores = G*W, dweight = G*M for one [BLOCK_M, BLOCK_N] tile of G."""
     n_ok = offs_n < N
@@ -67,7 +67,7 @@ def _ste_epilogue(
     idx = offs_n[:, None] * K + offs_k[None, :]
     if WANT_W:
         w, keep = load_w_keep(w_ptr, s_ptr, thr, bits_ptr, offs_n, offs_k, k0, n_ok, k_ok, K, KB,
-                              MASK_MODE, CMP_DTYPE, PACKED_ROWS, False, BLOCK_M, BLOCK_N)
+                              MASK_MODE, CMP_DTYPE, PACKED_ROWS, False, BLOCK_M, BLOCK_N, NM_N, NM_M)
     else:
         w = tl.load(w_ptr + idx, mask=out_mask, other=0.0)
     if WANT_S:
@@ -100,6 +100,7 @@ def _masked_matmul_grad_weight_kernel(
     MASK_MODE: tl.constexpr, PACKED_ROWS: tl.constexpr, WANT_S: tl.constexpr, WANT_W: tl.constexpr,
     EPI: tl.constexpr,
     ACC_DTYPE: tl.constexpr, CMP_DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+    NM_N: tl.constexpr, NM_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -133,7 +134,8 @@ def _masked_matmul_grad_weight_kernel(
     else:
         thr = load_threshold(thr_ptr, MASK_MODE, CMP_DTYPE)
         _ste_epilogue(acc, ds_ptr, dw_ptr, w_ptr, s_ptr, thr, bits_ptr, offs_n, offs_k, k_start, N, K, KB,
-                      WANT_S, WANT_W, EPI == 1, MASK_MODE, CMP_DTYPE, PACKED_ROWS, ACC_DTYPE, BLOCK_M, BLOCK_N)
+                      WANT_S, WANT_W, EPI == 1, MASK_MODE, CMP_DTYPE, PACKED_ROWS, ACC_DTYPE, BLOCK_M, BLOCK_N,
+                      NM_N, NM_M)
 
 
 @triton.jit
@@ -142,6 +144,7 @@ def _grad_weight_reduce_kernel(
     N, K, KB, SPLIT,
     MASK_MODE: tl.constexpr, PACKED_ROWS: tl.constexpr, WANT_S: tl.constexpr, WANT_W: tl.constexpr,
     ACC_DTYPE: tl.constexpr, CMP_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    NM_N: tl.constexpr = 0, NM_M: tl.constexpr = 1,
 ):
     """Sum the split partials of G in split order (deterministic), then the
     same STE epilogue as the one-split kernel."""
@@ -155,7 +158,8 @@ def _grad_weight_reduce_kernel(
         acc += tl.load(ws_ptr + s * N * K + idx, mask=out_mask, other=0.0)
     thr = load_threshold(thr_ptr, MASK_MODE, CMP_DTYPE)
     _ste_epilogue(acc, ds_ptr, dw_ptr, w_ptr, s_ptr, thr, bits_ptr, offs_n, offs_k, k_start, N, K, KB,
-                  WANT_S, WANT_W, False, MASK_MODE, CMP_DTYPE, PACKED_ROWS, ACC_DTYPE, BLOCK_M, BLOCK_N)
+                  WANT_S, WANT_W, False, MASK_MODE, CMP_DTYPE, PACKED_ROWS, ACC_DTYPE, BLOCK_M, BLOCK_N,
+                  NM_N, NM_M)
 
 
 # 8 outputs per thread: (32, 128) tiles spilled on unaligned shapes on 4 warps
@@ -203,6 +207,7 @@ def masked_matmul_grad_weight(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
     want_scores: bool,
     want_weight: bool,
     input_precision: Optional[str] = None,
@@ -228,7 +233,7 @@ def masked_matmul_grad_weight(
     if x.dtype != grad_out.dtype:
         raise TypeError(f"x dtype {x.dtype} != grad_out dtype {grad_out.dtype}")
     K = x.shape[1]
-    margs = resolve_mask(weight, scores, threshold, mask, packed_mask)
+    margs = resolve_mask(weight, scores, threshold, mask, packed_mask, nm)
     check_device(grad_out, x, weight, margs.scores, margs.bits)
     ds_dtype = scores.dtype if scores is not None else weight.dtype
     dev = weight.device
@@ -306,6 +311,7 @@ def masked_matmul_grad_weight_reference(
     threshold=None,
     mask: Optional[Tensor] = None,
     packed_mask: Optional[Tensor] = None,
+    nm: Optional[tuple] = None,
     want_scores: bool,
     want_weight: bool,
 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
@@ -315,6 +321,6 @@ def masked_matmul_grad_weight_reference(
     if want_scores:
         ds = (g * weight).to(scores.dtype if scores is not None else weight.dtype)
     if want_weight:
-        m = mask_reference(weight, scores, threshold, mask, packed_mask)
+        m = mask_reference(weight, scores, threshold, mask, packed_mask, nm)
         dw = torch.where(m, g, torch.zeros((), dtype=g.dtype, device=g.device)).to(weight.dtype)
     return ds, dw

@@ -15,7 +15,8 @@ if [[ -f "$BUILD_DIR/CMakeCache.txt" ]] && ! grep -q "CMAKE_GENERATOR:INTERNAL=$
   rm -rf "$BUILD_DIR"
 fi
 start=$(date +%s)
-cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DPython_EXECUTABLE="$(command -v "$PY")" "$@"
+# sys.executable: an absolute path (FindPython ignores a relative one and falls back to another python)
+cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DPython_EXECUTABLE="$("$PY" -c "import sys; print(sys.executable)")" "$@"
 cmake --build "$BUILD_DIR" ${JOBS:+-j "$JOBS"}
 "$PY" - <<'PYEOF'
 import importlib, sys

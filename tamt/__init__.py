@@ -54,6 +54,8 @@ _LAZY = {
     "SearchConfig": "tamt.pruning",
     "SearchResult": "tamt.pruning",
     "evaluate_pretraining": "tamt.pruning",
+    "export_subnetwork": "tamt.export",
+    "load_sparse": "tamt.export",
     "finetune": "tamt.finetune",
     "FinetuneConfig": "tamt.finetune",
 }

@@ -44,6 +44,7 @@ __all__ = [
     "prefer_native",
     "segmented_kth_smallest",
     "segmented_kth_smallest_from_histogram",
+    "segmented_kth_smallest_count_le",
     "pack_mask",
     "unpack_mask",
     "binarize_and_mask",
@@ -101,8 +102,29 @@ def _cuda_reason() -> Optional[str]:
             f"rebuild with a CUDA torch and nvcc: `{BUILD_COMMAND}`"
         )
     if _C.cuda_device_count() == 0:
-        return "tamt._C has CUDA kernels but no CUDA device is visible"
+        return _no_device_reason()
     return None
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _no_device_reason() -> str:
+    """Why the CUDA runtime tamt._C links sees no device (a toolkit newer than the driver looks like none)."""
+    query = getattr(_C, "cuda_device_query", None)  # absent in modules built before it existed
+    if query is None:
+        return "tamt._C has CUDA kernels but no CUDA device is visible"
+    _, err, msg, runtime, driver = query()
+    if driver == 0:
+        return "tamt._C has CUDA kernels but no NVIDIA driver was found"
+    if runtime > driver:
+        return (
+            f"tamt._C was built with CUDA {_cuda_version(runtime)} but the driver supports CUDA "
+            f"{_cuda_version(driver)} (nvcc newer than the driver): rebuild with an nvcc <= {_cuda_version(driver)} "
+            f"(CUDACXX=/path/to/nvcc {BUILD_COMMAND}) or update the driver"
+        )
+    return f"tamt._C has CUDA kernels but sees no CUDA device (cudaGetDeviceCount: {msg}, error {err})"
 
 
 def unavailable_reason(device=None) -> Optional[str]:
@@ -381,13 +403,44 @@ def segmented_kth_smallest(
     ``adamw_scores_step`` returned for exactly these scores; it replaces the
     first pass over the scores.
     """
+    flat, ks, first_hist = _select_args(scores, ks, first_hist, hist_bits)
+    if not flat:
+        return torch.empty(0, dtype=torch.float32)
+    return torch.ops.tamt_native.segmented_kth_smallest(flat, ks, first_hist, int(hist_bits))
+
+
+def segmented_kth_smallest_count_le(
+    scores: Sequence[torch.Tensor],
+    ks: Sequence[int],
+    *,
+    first_hist: Optional[torch.Tensor] = None,
+    hist_bits: int = DEFAULT_HIST_BITS,
+) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """CPU: ``segmented_kth_smallest`` plus, per tensor, how many entries are <= its threshold (int64; -1
+    where k == 0), which the select knows without another pass (a tie check at the threshold otherwise
+    reads every score again).  Counts compare order-preserving keys, so -0.0 < +0.0 there.  None when the
+    loaded tamt._C predates this function or the scores are not on the CPU."""
+    fn = getattr(_C, "cpu_segmented_kth_smallest_count_le", None)
+    if fn is None or not scores or any(t.device.type != "cpu" for t in scores):
+        return None
+    flat, ks, first_hist = _select_args(scores, ks, first_hist, hist_bits)
+    out = torch.empty(len(flat), dtype=flat[0].dtype)
+    counts = torch.empty(len(flat), dtype=torch.int64)
+    fh = 0 if first_hist is None else first_hist.data_ptr()
+    fn(_dtype_code(flat[0].dtype), [t.data_ptr() for t in flat], [t.numel() for t in flat], list(ks), out.data_ptr(),
+       fh, int(hist_bits), counts.data_ptr())
+    return out, counts
+
+
+def _select_args(scores, ks, first_hist, hist_bits):
+    """Validated (flat scores in one kernel dtype, ks, first_hist) for the select."""
     scores = list(scores)
     ks = [int(k) for k in ks]
     if len(scores) != len(ks):
         raise ValueError(f"segmented_kth_smallest: {len(scores)} tensors but {len(ks)} ks")
     _check_hist_bits(hist_bits)
     if not scores:
-        return torch.empty(0, dtype=torch.float32)
+        return [], ks, first_hist
     dev = _common_device(scores, "segmented_kth_smallest")
     _require(dev)
     for t in scores:
@@ -410,7 +463,7 @@ def segmented_kth_smallest(
                 f"{first_hist.dtype} {tuple(first_hist.shape)} on {first_hist.device}"
             )
         first_hist = first_hist.contiguous()
-    return torch.ops.tamt_native.segmented_kth_smallest(flat, ks, first_hist, int(hist_bits))
+    return flat, ks, first_hist
 
 
 def segmented_kth_smallest_from_histogram(

@@ -6,7 +6,11 @@ File layout (safetensors, loads without executing code):
             1 bit per weight (``tamt.ops.pack_mask`` format);
   metadata: ``tamt_format`` ("1"), ``shapes`` (JSON name -> shape), and
             ``method``, ``sparsity``, ``step``, ``seed``, ``base_model``,
-            ``fingerprint``, ``tamt_version`` plus any user keys (JSON values).
+            ``fingerprint``, ``tamt_version`` plus any user keys (JSON values);
+            ``structure`` = {weight name: "N:M"} for the N:M matrices (absent
+            when every matrix is unstructured).  Loading checks that every
+            group of a claimed N:M matrix keeps exactly N and refuses the file
+            otherwise.
 """
 from __future__ import annotations
 
@@ -37,6 +41,35 @@ class MaskFile:
         total = sum(m.numel() for m in self.masks.values())
         kept = sum(int(m.sum()) for m in self.masks.values())
         return 1.0 - kept / total if total else 0.0
+
+    @property
+    def structures(self) -> dict[str, str]:
+        """{weight name: "N:M"} of the N:M matrices (empty: all unstructured)."""
+        return dict(self.metadata.get("structure") or {})
+
+
+def _check_structures(structures, masks: dict, source: str) -> dict[str, str]:
+    """Validate a {name: "N:M"} claim against the masks; returns it normalised ("2:4" strings)."""
+    from tamt.nn.structure import check_structured_mask, parse_structure, structure_name
+
+    if not structures:
+        return {}
+    if not isinstance(structures, dict):
+        raise ValueError(f"{source}: the 'structure' metadata must map matrix names to 'N:M', got "
+                         f"{type(structures).__name__}")
+    out = {}
+    for name, st in structures.items():
+        if name not in masks:
+            raise ValueError(f"{source}: structure given for {name!r}, which has no mask")
+        try:
+            nm = parse_structure(st)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: matrix {name!r}: {exc}") from None
+        if nm is None:
+            continue
+        check_structured_mask(name, masks[name], nm, source=source)
+        out[name] = structure_name(nm)
+    return out
 
 
 def fingerprint(model: nn.Module, names=None) -> str:
@@ -80,6 +113,7 @@ def save_mask(path: str | os.PathLike, model_or_masks, metadata: dict | None = N
 
     from tamt.io import atomic_path
     from tamt.nn import get_masks
+    from tamt.nn.structure import structure_map
 
     meta = dict(metadata or {})
     if isinstance(model_or_masks, nn.Module):
@@ -88,8 +122,12 @@ def save_mask(path: str | os.PathLike, model_or_masks, metadata: dict | None = N
             raise ValueError("save_mask: the model has no masked modules (patch it with tamt.patch_model first)")
         meta.setdefault("base_model", _model_name(model_or_masks))
         meta.setdefault("fingerprint", fingerprint(model_or_masks, masks.keys()))
+        meta.setdefault("structure", structure_map(model_or_masks))
     else:
         masks = dict(model_or_masks)
+    structures = _check_structures(meta.pop("structure", None), masks, "save_mask")
+    if structures:  # never write a file that claims N:M groups it does not have
+        meta["structure"] = structures
     for key in _RESERVED:
         meta.pop(key, None)
     tensors, shapes = {}, {}
@@ -139,13 +177,18 @@ def load_mask(path: str | os.PathLike) -> MaskFile:
             meta[k] = json.loads(v)
         except json.JSONDecodeError:
             meta[k] = v
+    if "structure" in meta:
+        meta["structure"] = _check_structures(meta["structure"], masks, str(path))
     return MaskFile(masks=masks, metadata=meta)
 
 
-def apply_mask(model: nn.Module, mask, *, ignore_fingerprint: bool = False) -> nn.Module:
+def apply_mask(model: nn.Module, mask, *, ignore_fingerprint: bool = False,
+               structures: dict | None = None) -> nn.Module:
     """Fix ``model``'s masks from a mask file path, a ``MaskFile`` or a {name: mask} dict.
 
-    The model is patched first if needed.  A mask whose matrix names or shapes
+    The model is patched first if needed.  Every masked module takes the
+    mask's structure: N:M where the file's ``structure`` metadata (or
+    ``structures`` = {name: "N:M"} for a dict) says so, unstructured otherwise.  A mask whose matrix names or shapes
     don't fit raises; a mask recorded against other base weights (fingerprint)
     raises unless ``ignore_fingerprint=True`` (e.g. on purpose after
     fine-tuning changed the weights).
@@ -157,8 +200,10 @@ def apply_mask(model: nn.Module, mask, *, ignore_fingerprint: bool = False) -> n
     if isinstance(mask, MaskFile):
         recorded = mask.metadata.get("fingerprint")
         masks = mask.masks
+        structures = mask.structures if structures is None else structures
     else:
         recorded, masks = None, dict(mask)
+    structures = _check_structures(structures, masks, "apply_mask")
     from tamt.nn import base_model
 
     base = base_model(model)
@@ -192,5 +237,7 @@ def apply_mask(model: nn.Module, mask, *, ignore_fingerprint: bool = False) -> n
             bad = [n for n in masks if role_of(n.rsplit(".", 1)[0]) is None]
             raise ValueError(f"mask names {bad[:3]} are not TAMT target matrices of a BERT-family model")
         patch_model(model, 0.0, targets=sorted(roles), mode="fixed")
+    for name, m in masked_modules(model):
+        m.set_structure(structures.get(f"{name}.weight"), name=name)
     set_masks(model, masks)
     return model

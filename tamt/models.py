@@ -81,7 +81,9 @@ def _looks_like_path(s: str) -> bool:
 def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
     """``None``/"default" -> embedded MiniLM folder; existing path -> that folder; else a hub id.
 
-    Raises FileNotFoundError for something that is clearly a path but does not exist.
+    Raises FileNotFoundError for something that is clearly a path but does not exist, and for a hub
+    name that is not in the local Hugging Face cache while the hub is offline or unreachable (decided in
+    seconds: no retries).  A cached hub model then resolves to its local snapshot folder.
     """
     if _is_default(name_or_path):
         from tamt.data.assets import default_model_path
@@ -97,6 +99,16 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
         return str(p)
     if isinstance(name_or_path, os.PathLike) or _looks_like_path(s):
         raise FileNotFoundError(f"model folder {s!r} does not exist")
+    from tamt.hub import cached_model_folder, hub_problem
+
+    problem = hub_problem()
+    if problem is not None:
+        cached = cached_model_folder(s)
+        if cached is None:
+            raise FileNotFoundError(
+                f"model {s!r} is not a local folder, not in the Hugging Face cache, and the hub is {problem}; "
+                "pass a local checkpoint folder (with config.json), or 'default' for the embedded MiniLM")
+        return cached
     return s
 
 
@@ -124,6 +136,21 @@ def _quiet_transformers():
         hf_logging.set_verbosity(old)
         if bar:
             hf_logging.enable_progress_bar()
+
+
+def from_pretrained(cls, source: str, **kwargs):
+    """``cls.from_pretrained`` quietly, with a one-line error naming a truncated or corrupt weight file."""
+    try:
+        with _quiet_transformers():
+            return cls.from_pretrained(source, **kwargs)
+    except Exception as exc:  # safetensors, torch and transformers raise many types for a torn file
+        if not Path(source).exists():
+            if isinstance(exc, OSError):
+                raise _hub_error(source, exc) from exc
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{source}: could not load the weights ({first}); the weight file is probably truncated "
+                         "or corrupt: download or save the checkpoint again") from exc
 
 
 def load_encoder(
@@ -167,13 +194,7 @@ def load_encoder(
     kwargs: dict[str, Any] = {"trust_remote_code": False, "output_loading_info": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    try:
-        with _quiet_transformers():
-            model, loading = cls.from_pretrained(source, config=config, **kwargs)
-    except OSError as exc:
-        if Path(source).exists():
-            raise ValueError(f"{source}: could not load weights: {exc}") from exc
-        raise _hub_error(source, exc) from exc
+    model, loading = from_pretrained(cls, source, config=config, **kwargs)
 
     missing = sorted(loading.get("missing_keys", ()))
     unexpected = sorted(loading.get("unexpected_keys", ()))

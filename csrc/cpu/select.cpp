@@ -86,7 +86,7 @@ uint32_t select_bin(const CountT* hist, int nbins, int64_t& krem, int64_t* bin_c
 
 template <typename T>
 void select_impl(int64_t nseg, const int64_t* ptrs, const int64_t* sizes, const int64_t* ks,
-                 T* out, const int64_t* first_hist, int first_bits) {
+                 T* out, const int64_t* first_hist, int first_bits, int64_t* count_le) {
   using Traits = KeyTraits<T>;
   using Key = typename Traits::Key;
   constexpr int kKeyBits = 8 * sizeof(Key);
@@ -99,6 +99,7 @@ void select_impl(int64_t nseg, const int64_t* ptrs, const int64_t* sizes, const 
     if (ks[s] < 0 || ks[s] > sizes[s])
       throw std::invalid_argument("tamt native select: k out of range [0, n] for segment " +
                                   std::to_string(s));
+    if (count_le != nullptr) count_le[s] = -1;
     if (ks[s] == 0) {
       out[s] = -std::numeric_limits<T>::infinity();
     } else {
@@ -220,6 +221,8 @@ void select_impl(int64_t nseg, const int64_t* ptrs, const int64_t* sizes, const 
       prefix[s] |= static_cast<Key>(bin) << sched.shift[p];
     }
     out[s] = Traits::value(prefix[s]);
+    // krem is now the rank among the c entries equal to the threshold: k - krem lie below it
+    if (count_le != nullptr) count_le[s] = ks[s] - krem[s] + c;
     } catch (...) {
       failed[a] = 1;
     }
@@ -232,13 +235,13 @@ void select_impl(int64_t nseg, const int64_t* ptrs, const int64_t* sizes, const 
 
 void segmented_kth_smallest(int dtype, int64_t nseg, const int64_t* ptrs, const int64_t* sizes,
                             const int64_t* ks, void* out, const int64_t* first_hist,
-                            int first_bits) {
+                            int first_bits, int64_t* count_le) {
   if (first_bits < kMinFirstBits || first_bits > kMaxFirstBits)
     throw std::invalid_argument("tamt native select: hist_bits must be in [4, 12]");
   if (dtype == kFloat32)
-    select_impl<float>(nseg, ptrs, sizes, ks, static_cast<float*>(out), first_hist, first_bits);
+    select_impl<float>(nseg, ptrs, sizes, ks, static_cast<float*>(out), first_hist, first_bits, count_le);
   else if (dtype == kFloat64)
-    select_impl<double>(nseg, ptrs, sizes, ks, static_cast<double*>(out), first_hist, first_bits);
+    select_impl<double>(nseg, ptrs, sizes, ks, static_cast<double*>(out), first_hist, first_bits, count_le);
   else
     throw std::invalid_argument("tamt native select: scores must be float32 or float64");
 }

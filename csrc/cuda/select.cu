@@ -221,5 +221,20 @@ int device_count() {
   return n;
 }
 
+void device_query(int out[4]) {
+  int n = 0, runtime = 0, driver = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    n = 0;
+  }
+  cudaRuntimeGetVersion(&runtime);
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;  // 0: no driver at all
+  out[0] = n;
+  out[1] = static_cast<int>(err);
+  out[2] = runtime;
+  out[3] = driver;
+}
+
 }  // namespace cuda
 }  // namespace tamt

@@ -120,14 +120,27 @@ def compare_masks(masks, names: list[str] | None = None) -> MaskComparison:
 
 
 def omp_masks_like(model, mask) -> dict[str, torch.Tensor]:
-    """The OMP mask of ``model``'s base weights at each matrix's own sparsity in ``mask``."""
+    """The OMP mask of ``model``'s base weights at each matrix's own sparsity in ``mask``.
+
+    N:M matrices of a mask file (its ``structure`` metadata) are compared with OMP-N:M (the N largest |W| of
+    every group), the one-shot mask of the same structure.
+    """
+    from tamt.masks import load_mask
     from tamt.nn import base_model
     from tamt.nn.scores import keep_largest
+    from tamt.ops.nm import magnitude_nm_mask, parse_nm
 
+    if isinstance(mask, (str, os.PathLike)):
+        mask = load_mask(mask)
+    structures = dict(getattr(mask, "structures", {}) or {})
     masks, _ = _as_masks(mask)
     base = base_model(model)
     out = {}
     for name, m in masks.items():
+        nm = parse_nm(structures.get(name))
+        if nm is not None:
+            out[name] = magnitude_nm_mask(base.get_parameter(name), *nm)
+            continue
         mag = base.get_parameter(name).detach().abs().float()
         k = int((~m.bool()).sum())  # prune exactly as many as the mask does: the k smallest |W|
         out[name] = keep_largest(mag, k / mag.numel())
@@ -136,5 +149,9 @@ def omp_masks_like(model, mask) -> dict[str, torch.Tensor]:
 
 def distance_from_omp(model, mask) -> dict:
     """Distance (and overlap) of ``mask`` from the OMP mask at the same per-matrix sparsity (paper, Fig. 5)."""
+    if isinstance(mask, (str, os.PathLike)):
+        from tamt.masks import load_mask
+
+        mask = load_mask(mask)
     masks, _ = _as_masks(mask)
-    return compare_pair(masks, omp_masks_like(model, masks))
+    return compare_pair(masks, omp_masks_like(model, mask))

@@ -15,7 +15,12 @@ A sweep config (JSON, or YAML when PyYAML is installed)::
       "train_sizes": [null],              # data scarcity: e.g. [1000, 5000], or {"sst2": [1000, ...], ...}
       "search": {"steps": 200},           # tamt.search options for every method ...
       "search_by_method": {"imp": {"imp_interval": 40}},   # ... and per method
-      "search_steps": null,               # search cost: e.g. [100, 200, 400] (TAMT steps, IMP steps per round)
+      "search_steps": null,               # search cost: e.g. [100, 200, 400] (TAMT steps, IMP steps per round),
+                                          # or per method {"tamt-kd": [999, 1999], "imp": [200, 2792]}
+      "checkpoint_budgets": false,        # true: TAMT budgets are checkpoints (stop_at) of the full-length run,
+                                          # as the paper's search-cost masks; false: the runs' lengths
+      "mask_steps": {},                   # the paper's masks: {"tamt-mlm": {"0.5": 11000, ...}} - each sparsity
+                                          # searched on its own, its mask taken at that step of the full run
       "pretrain_eval": {"batches": 10},   # tamt.evaluate_pretraining options, or false
       "finetune": {"preset": "cpu-small", "epochs": 1}     # tamt.finetune options
     }
@@ -33,6 +38,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -47,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "model": "default", "corpus": "default", "methods": ["omp", "random", "tamt-kd", "tamt-mlm", "imp"],
     "sparsities": [0.5, 0.7], "dense": True, "mask_seeds": [0], "tasks": ["sst2"], "data": "hub",
     "seeds": [0], "train_sizes": [None], "search": {}, "search_by_method": {}, "search_steps": None,
-    "pretrain_eval": {}, "finetune": {}, "name": "sweep",
+    "pretrain_eval": {}, "finetune": {}, "name": "sweep", "mask_steps": {}, "checkpoint_budgets": False,
 }
 
 
@@ -87,6 +93,10 @@ def load_config(config) -> dict:
         if not isinstance(out[k], (list, tuple)):
             out[k] = [out[k]]
     out["sparsities"] = [float(s) for s in out["sparsities"]]
+    for k in ("seeds", "mask_seeds"):  # a repeated seed would count one run twice in mean ± std
+        dup = sorted({v for v in out[k] if out[k].count(v) > 1})
+        if dup:
+            raise ValueError(f"sweep config: {k} lists {', '.join(map(str, dup))} more than once; give distinct seeds")
     from tamt.pruning.config import check_method
 
     out["methods"] = [check_method(m) for m in out["methods"]]
@@ -134,14 +144,11 @@ class FinetuneCell:
 
 def plan(cfg: dict) -> tuple[list[SearchCell], list[FinetuneCell]]:
     searches, fts = [], []
-    budgets: list[int | None] = [None]
-    if cfg.get("search_steps"):
-        budgets = [int(b) for b in cfg["search_steps"]]
     variants = []  # (method, sparsity, mask_seed, budget)
     if cfg["dense"]:
         variants.append(("dense", 0.0, 0, None))
     for method in cfg["methods"]:
-        mb = budgets if method not in ("omp", "random") else [None]
+        mb = _budgets(cfg, method) if method not in ("omp", "random") else [None]
         for ms in cfg["mask_seeds"]:
             for b in mb:
                 searches.append(SearchCell(method, tuple(cfg["sparsities"]), int(ms), b))
@@ -155,6 +162,21 @@ def plan(cfg: dict) -> tuple[list[SearchCell], list[FinetuneCell]]:
                 for seed in cfg["seeds"]:
                     fts.append(FinetuneCell(method, s, ms, b, str(task), None if n is None else int(n), int(seed)))
     return searches, fts
+
+
+def _budgets(cfg: dict, method: str) -> list[int | None]:
+    steps = cfg.get("search_steps")
+    if isinstance(steps, dict):
+        steps = steps.get(method)
+    return [int(b) for b in steps] if steps else [None]
+
+
+def _mask_step(cfg: dict, method: str, s: float) -> int | None:
+    """The step of the full run whose mask the sweep fine-tunes (config ``mask_steps``), or None (the final one)."""
+    for k, v in (cfg.get("mask_steps") or {}).get(method, {}).items():
+        if abs(float(k) - s) < 1e-9:
+            return int(v)
+    return None
 
 
 class _Runner:
@@ -180,22 +202,37 @@ class _Runner:
         if budget is not None:
             if method == "imp":
                 kw["imp_interval"] = budget
+            elif self.cfg.get("checkpoint_budgets"):
+                kw["stop_at"] = budget  # a checkpoint of the full run (its schedule unchanged)
             else:
                 kw["steps"] = budget
         return kw
+
+    def _search_once(self, method: str, sparsities: list[float], kw: dict):
+        if self.search_fn is not None:
+            return self.search_fn(self.model, method, sparsities, self.cfg["corpus"], **kw)
+        import tamt
+
+        kw.setdefault("tensorboard", False)
+        return tamt.search(self.model, method, sparsities, self.cfg["corpus"], tokenizer=self.tokenizer,
+                           context=self.context(method), **kw)
 
     def search(self, cell: SearchCell) -> dict:
         kw = self._search_kwargs(cell.method, cell.budget)
         kw.setdefault("seed", cell.mask_seed)
         kw.setdefault("progress", False)
-        if self.search_fn is not None:
-            res = self.search_fn(self.model, cell.method, list(cell.sparsities), self.cfg["corpus"], **kw)
+        steps = {s: _mask_step(self.cfg, cell.method, s) for s in cell.sparsities} if cell.budget is None else {}
+        if any(v is not None for v in steps.values()):
+            # the paper's masks: one run per sparsity, ended at (and masked from) its checkpoint step
+            masks, timings = {}, {}
+            for s in cell.sparsities:
+                r = self._search_once(cell.method, [s], {**kw, "stop_at": steps[s]} if steps[s] is not None else kw)
+                m = r.masks
+                masks[s] = _lookup(m, s) if m and isinstance(next(iter(m.values())), dict) else m
+                timings[s] = _lookup(getattr(r, "timings", {}) or {}, s) or {}
+            res = SimpleNamespace(masks=masks, timings=timings)
         else:
-            import tamt
-
-            kw.setdefault("tensorboard", False)
-            res = tamt.search(self.model, cell.method, list(cell.sparsities), self.cfg["corpus"],
-                              tokenizer=self.tokenizer, context=self.context(cell.method), **kw)
+            res = self._search_once(cell.method, list(cell.sparsities), kw)
         masks = res.masks
         if masks and not isinstance(next(iter(masks.values())), dict):  # one sparsity: {name: mask}
             masks = {cell.sparsities[0]: masks}
@@ -266,9 +303,44 @@ def run_sweep(config, out, *, resume: bool = True, model=None, tokenizer=None, s
     ``pretrain_fn`` and ``finetune_fn`` replace ``tamt.search`` / ``tamt.evaluate_pretraining`` /
     ``tamt.finetune`` (same call signatures). ``on_cell_done(cell_id, record)`` is called after each cell
     is written (e.g. to stop a sweep on purpose in a test).  ``resume=False`` ignores finished cells.
+    ``out`` is locked while the sweep runs: a second sweep into it is refused with the first one's pid.
     """
+    from tamt.io import check_output_dir, folder_lock
+
     cfg = load_config(config)
-    out = Path(out)
+    out = check_output_dir(out)
+    with folder_lock(out):
+        if resume:
+            _check_cell_settings(out, cfg)
+        return _run_sweep(cfg, out, resume=resume, model=model, tokenizer=tokenizer, search_fn=search_fn,
+                          pretrain_fn=pretrain_fn, finetune_fn=finetune_fn, on_cell_done=on_cell_done,
+                          progress=progress, plots=plots)
+
+
+# what every finished cell depends on; the lists (methods, sparsities, tasks, seeds, ...) name the cells and may grow
+CELL_SETTINGS = ("model", "corpus", "data", "search", "search_by_method", "pretrain_eval", "finetune")
+
+
+def _check_cell_settings(out: Path, cfg: dict) -> None:
+    """Refuse to resume a sweep whose finished cells were computed with other settings (they would be mixed in)."""
+    try:
+        old = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # a new sweep, or no readable record of the old one (its cells are re-validated one by one)
+
+    def norm(v):
+        return json.dumps(v, sort_keys=True, default=str)
+
+    diffs = [f"{k}: {norm(old.get(k, DEFAULTS[k]))} -> {norm(cfg[k])}" for k in CELL_SETTINGS
+             if norm(old.get(k, DEFAULTS[k])) != norm(cfg[k])]
+    if diffs:
+        raise ValueError(f"the sweep in {out} was run with other settings that change its finished cells "
+                         f"({'; '.join(diffs)}); resume with the original config, recompute every cell "
+                         "(tamt sweep --no-resume, tamt demo --restart), or choose another --out")
+
+
+def _run_sweep(cfg: dict, out: Path, *, resume, model, tokenizer, search_fn, pretrain_fn, finetune_fn, on_cell_done,
+               progress, plots) -> "SweepResult":
     (out / "cells").mkdir(parents=True, exist_ok=True)
     write_json(cfg, out / "config.json")
     searches, fts = plan(cfg)
@@ -440,6 +512,11 @@ class SweepResult:
                      "`score` is the best dev score (mean of the task's metrics), the paper's protocol.")
         lines += ["", "## Best-dev score", "", markdown_table(*self.table("score")), ""]
         lines += ["## Final score (end of training)", "", markdown_table(*self.table("final_score")), ""]
+        if "mnli" in self.cfg.get("tasks", []):
+            lines += ["MNLI: both dev sets are reported (`matched_accuracy`, `mismatched_accuracy`; the MNLI "
+                      "score is their mean).  The reference code (glue_trans.py) reports the *mismatched* "
+                      "accuracy as MNLI's `acc` (its evaluation writes the matched and then the mismatched "
+                      "result under one key); compare the paper's MNLI numbers with `mismatched_accuracy`.", ""]
         pts = self._cell_points()
         if any(p.get(c) is not None for p in pts for c in PRETRAIN_COLS):
             lines += ["## Pre-training performance (held-out)", ""]

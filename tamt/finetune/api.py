@@ -1,6 +1,7 @@
 """``tamt.finetune``: fine-tune a subnetwork (base weights + fixed mask) on a GLUE task or SQuAD."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -31,16 +32,23 @@ class FinetuneResult:
     sparsity: float
     wall_time_s: float
     model: Any = field(default=None, repr=False)
+    inputs: dict = field(default_factory=dict)  # model, mask file, data, ignore_fingerprint, train_size_used
+    notes: list = field(default_factory=list)  # what differs from what was asked (e.g. a smaller train split)
 
     def to_dict(self) -> dict:
         return {"task": self.task, "metrics": self.metrics, "std": self.std, "per_seed": self.per_seed,
-                "config": self.config, "sparsity": self.sparsity, "wall_time_s": self.wall_time_s}
+                "config": self.config, "sparsity": self.sparsity, "wall_time_s": self.wall_time_s,
+                "inputs": self.inputs, "notes": self.notes}
 
     def __str__(self) -> str:
         lines = [f"{self.task}: sparsity {self.sparsity:.3f}, {len(self.per_seed)} seed(s), {self.wall_time_s:.1f}s"]
         for kind in ("best", "final"):
-            parts = [f"{k} {100 * v:.2f}±{100 * self.std[kind][k]:.2f}" for k, v in self.metrics[kind].items()]
-            lines.append(f"  {kind:5s}: " + ", ".join(parts))
+            if len(self.per_seed) > 1:
+                parts = [f"{k} {100 * v:.2f}±{100 * self.std[kind][k]:.2f}" for k, v in self.metrics[kind].items()]
+            else:  # no spread from one seed
+                parts = [f"{k} {100 * v:.2f}" for k, v in self.metrics[kind].items()]
+            lines.append(f"  {kind:5s}: " + ", ".join(parts) + ("" if len(self.per_seed) > 1 else " (one seed)"))
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -66,7 +74,8 @@ def _resolve_tokenizer(model, tokenizer):
 
 def finetune(model="default", mask=None, task: str = "sst2", data="hub", *, train_size: int | None = None,
              epochs: float | None = None, seeds=None, out=None, preset: str | None = None, tokenizer=None,
-             ignore_fingerprint: bool = False, config: FinetuneConfig | None = None, **overrides) -> FinetuneResult:
+             ignore_fingerprint: bool = False, config: FinetuneConfig | None = None, overwrite: bool = False,
+             **overrides) -> FinetuneResult:
     """Fine-tune ``model`` with ``mask`` fixed on ``task``; one run per seed.
 
     ``model``: a checkpoint folder, a hub name, ``"default"`` (embedded MiniLM) or a loaded model (an
@@ -74,7 +83,9 @@ def finetune(model="default", mask=None, task: str = "sst2", data="hub", *, trai
     ``mask=None`` uses its own masks.  ``mask``: a mask file path, a ``MaskFile``, a {name: bool mask}
     dict, or None / "none" (dense).  ``data``: "hub" or a folder with the official files.
     Options are :class:`FinetuneConfig` fields (``lr``, ``batch_size``, ``max_seq_length``, ...);
-    ``preset`` is "paper" or "cpu-small".
+    ``preset`` is "paper" or "cpu-small".  ``out`` gets result.json and log.jsonl (and the models): a
+    folder that already holds a fine-tuning run is refused unless ``overwrite=True``; the folder is locked
+    while the run writes to it.
     """
     from torch import nn
 
@@ -87,15 +98,19 @@ def finetune(model="default", mask=None, task: str = "sst2", data="hub", *, trai
         import dataclasses
 
         config = dataclasses.replace(config, **{k: v for k, v in dict(
-            train_size=train_size, epochs=epochs, **overrides).items() if v is not None})
-        if seeds is not None:
-            config.seeds = (int(seeds),) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+            train_size=train_size, epochs=epochs, seeds=seeds, **overrides).items() if v is not None})
     if config.num_threads:
         import torch
 
         torch.set_num_threads(config.num_threads)
+    out = Path(out) if out else None
+    if out is not None:
+        from tamt.io import check_output_dir
+
+        check_output_dir(out)  # a file or a read-only folder is refused before any work
+    mask_file = str(mask) if isinstance(mask, (str, os.PathLike)) else None
     if isinstance(mask, str) and mask.lower() == "none":
-        mask = None
+        mask, mask_file = None, None
     if mask is None and isinstance(model, nn.Module):
         from tamt.nn import get_masks, masked_modules
 
@@ -107,14 +122,9 @@ def finetune(model="default", mask=None, task: str = "sst2", data="hub", *, trai
         mask = load_mask(mask)
     tokenizer = _resolve_tokenizer(model, tokenizer)
     info = task_info(task)
-    out = Path(out) if out else None
-    log = JsonlLog(out / "log.jsonl" if out else None)
-    if out and (out / "log.jsonl").exists():
-        (out / "log.jsonl").unlink()
-
-    squad_examples = None
+    squad_examples, kw = None, None
     if task == "squad":
-        from tamt.data.squad import prepare_train_features, prepare_validation_features
+        from tamt.data.squad import prepare_validation_features
 
         raw = load_task(task, data)
         ev = raw["validation"]
@@ -132,8 +142,49 @@ def finetune(model="default", mask=None, task: str = "sst2", data="hub", *, trai
             if config.eval_size and config.eval_size < len(ev):
                 ev = subsample(ev, config.eval_size, seed=0, stratify=not info.is_regression)
             eval_sets[split] = _tokenize_glue(ev, tokenizer, config.max_seq_length, sort_by_length=True)
+    inputs = {"model": model if isinstance(model, (str, os.PathLike)) else type(model).__name__, "mask": mask_file,
+              "data": str(data), "ignore_fingerprint": bool(ignore_fingerprint)}
+    with contextlib.ExitStack() as stack:  # every input is read: only now the out folder is taken
+        if out is not None:
+            from tamt.io import clean_stale_temporaries, folder_lock
 
-    per_seed, last_model = [], None
+            stack.enter_context(folder_lock(out, what=str(out)))
+            _claim_out(out, overwrite)
+            clean_stale_temporaries(out)  # e.g. a half-saved model of a killed run
+        return _train_seeds(model, mask, task, raw, eval_sets, squad_examples, kw, config, tokenizer, info, out,
+                            t_start, inputs)
+
+
+_OWNED = ("result.json", "log.jsonl")
+
+
+def _claim_out(out: Path, overwrite: bool) -> None:
+    """Refuse an out folder that holds another fine-tuning run (unless ``overwrite``: then remove it)."""
+    import shutil
+
+    present = [out / n for n in _OWNED if (out / n).exists()] + sorted(p.parent for p in out.glob("seed*/model"))
+    if not present:
+        return
+    if not overwrite:
+        raise ValueError(f"{out} already holds a fine-tuning run ({', '.join(p.name for p in present)}); pass "
+                         "--overwrite to replace it, or choose another --out")
+    for p in present:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _train_seeds(model, mask, task, raw, eval_sets, squad_examples, kw, config, tokenizer, info, out, t_start,
+                 inputs) -> FinetuneResult:
+    ignore_fingerprint = inputs["ignore_fingerprint"]
+    log = JsonlLog(out / "log.jsonl" if out else None)
+    if task == "squad":
+        from tamt.data.squad import prepare_train_features
+
+    per_seed, last_model, notes = [], None, []
+    n_train = len(raw["train"])
+    if config.train_size and config.train_size > n_train:
+        notes.append(f"train_size {config.train_size} is larger than the {n_train} examples of the train split: "
+                     f"all {n_train} were used")
+    inputs["train_size_used"] = min(config.train_size or n_train, n_train)
     for seed in config.seeds:
         train = raw["train"]
         if config.train_size:
@@ -154,7 +205,8 @@ def finetune(model="default", mask=None, task: str = "sst2", data="hub", *, trai
     result = FinetuneResult(task=task, metrics={"best": best, "final": final},
                             std={"best": best_std, "final": final_std}, per_seed=per_seed,
                             config=config.to_dict(), sparsity=per_seed[0]["mask"]["sparsity"],
-                            wall_time_s=time.perf_counter() - t_start, model=last_model)
+                            wall_time_s=time.perf_counter() - t_start, model=last_model, inputs=inputs,
+                            notes=notes)
     if out:
         from tamt.io import atomic_write_text
 

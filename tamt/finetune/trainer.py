@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tamt.optim import adamw
+from tamt.optim import make_optimizer
 
 from . import metrics as M
 from .config import FinetuneConfig
@@ -58,11 +58,9 @@ def build_task_model(base, task: str, seed: int, *, device="cpu") -> nn.Module:
         if bad:
             raise ValueError(f"the given model does not fit a {type(model).__name__}: missing {bad[:3]}")
     else:
-        from tamt.models import _quiet_transformers, resolve_model_path
+        from tamt.models import from_pretrained, resolve_model_path
 
-        path = resolve_model_path(base)
-        with _quiet_transformers():
-            model = cls.from_pretrained(path, **kwargs)
+        model = from_pretrained(cls, resolve_model_path(base), **kwargs)
     return model.to(device)
 
 
@@ -245,7 +243,7 @@ def train_one_seed(
         {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    opt = adamw(groups, lr=cfg.lr, eps=cfg.adam_eps)
+    opt = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, eps=cfg.adam_eps)
     warmup = int(cfg.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
@@ -288,7 +286,10 @@ def train_one_seed(
                 history.append(rec)
                 if log:
                     log(rec)
-                key = main_key(task, res)
+                key = cfg.select_metric or main_key(task, res)
+                if key not in res:
+                    raise ValueError(f"select_metric {key!r} is not a {task} metric; choose one of "
+                                     f"{', '.join(k for k in res if k != 'score')}")
                 if best is None or res[key] > best[key]:
                     best, best_step = res, step
                 if bar is not None:
@@ -321,8 +322,11 @@ def save_task_model(model, tokenizer, path: Path) -> Path:
         unpatch_model(m)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))  # see tamt.io
     try:
+        from tamt.io import honour_umask
+
+        honour_umask(tmp, folder=True)
         m.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

@@ -9,6 +9,12 @@ Modes:
                in the forward pass.
 The threshold is a buffer updated for all layers at once by
 ``tamt.nn.update_thresholds`` (one segmented top-k call per step).
+
+Structure (``set_structure``, :mod:`tamt.nn.structure`): ``nm = None``
+(unstructured) or ``(N, M)``: every group of M consecutive weights of a row
+keeps exactly N.  An N:M module in search mode has no threshold: its mask is
+the N largest scores of every group (``tamt.ops.nm_mask``); a fixed mask
+given to it must be N:M.
 """
 from __future__ import annotations
 
@@ -17,6 +23,9 @@ from torch import Tensor, nn
 
 from tamt import ops
 from tamt.ops._common import check_sparsity
+from tamt.ops.masked_embedding import masked_embedding_checked
+from tamt.ops.masked_linear import masked_linear_checked
+from tamt.ops.nm import check_groups, is_nm, nm_name, parse_nm
 
 from .scores import init_scores
 
@@ -33,15 +42,34 @@ class _MaskedMixin:
     sparsity: float
     mode: str
     role: str
+    nm: tuple[int, int] | None
 
     def _init_mask_state(self, sparsity: float, role: str) -> None:
         check_sparsity(sparsity)
         self.sparsity = float(sparsity)
         self.role = role
         self.mode = "fixed"
+        self.nm = None
         self.scores = None
         self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
         self.register_buffer("threshold", torch.tensor(float("-inf"), device=self.weight.device))
+
+    # -- structure -----------------------------------------------------------
+    def set_structure(self, structure, *, name: str | None = None) -> None:
+        """'unstructured' or 'N:M' (groups along the input dimension); N:M sets sparsity = 1 - N/M.
+
+        Only the bookkeeping changes: the current mask is checked when it is
+        next fixed (``set_mask``) or re-derived from scores (search mode).
+        """
+        nm = parse_nm(structure)
+        if nm is not None:
+            check_groups(self.weight.shape, nm[1], f"{name or self.role} weight")
+            self.sparsity = 1.0 - nm[0] / nm[1]
+        self.nm = nm
+
+    @property
+    def structure(self) -> str:
+        return nm_name(self.nm)
 
     # -- switching modes ---------------------------------------------------
     def start_search(
@@ -51,11 +79,18 @@ class _MaskedMixin:
         """Enter search mode with fresh scores (frozen weight)."""
         if sparsity is not None:
             check_sparsity(sparsity)
+            if self.nm is not None and abs(float(sparsity) - (1.0 - self.nm[0] / self.nm[1])) > 1e-9:
+                raise ValueError(f"a {self.structure} module has sparsity {1.0 - self.nm[0] / self.nm[1]:g}, "
+                                 f"not {sparsity}")
             self.sparsity = float(sparsity)
         if isinstance(init, Tensor):
             if init.shape != self.weight.shape:
                 raise ValueError(f"scores of shape {tuple(init.shape)} for a weight of shape {tuple(self.weight.shape)}")
             s = init.detach().to(device=self.weight.device, dtype=torch.float32).clone()
+        elif self.nm is not None:
+            from .structure import nm_initial_scores
+
+            s = nm_initial_scores(self.weight, self.nm, init, t0=t0, generator=generator)
         else:
             s = init_scores(self.weight, self.sparsity, init, t0=t0, generator=generator)
         self.scores = nn.Parameter(s)
@@ -68,6 +103,8 @@ class _MaskedMixin:
         """Exact top-k threshold of this module alone (see update_thresholds for all)."""
         if self.mode != "search":
             raise RuntimeError("refresh_threshold: module is not in search mode")
+        if self.nm is not None:  # the group top-N needs no threshold (it stays -inf, unused)
+            return
         self.threshold = ops.topk_threshold(self.scores.detach(), self.sparsity).to(self.weight.device)
 
     def set_mask(self, mask: Tensor) -> None:
@@ -79,6 +116,10 @@ class _MaskedMixin:
                 f"mask of shape {tuple(mask.shape)} does not fit weight {tuple(self.weight.shape)} "
                 "(is this mask for another model?)"
             )
+        if self.nm is not None and not is_nm(mask.bool(), *self.nm):
+            raise ValueError(f"{self.role} module is {self.structure} but the mask given does not keep exactly "
+                             f"{self.nm[0]} of every {self.nm[1]} weights of a row (set_structure('unstructured') "
+                             "first to use an unstructured mask)")
         self.mask = mask.to(device=self.weight.device, dtype=torch.bool).clone()
         self.scores = None
         self.mode = "fixed"
@@ -91,19 +132,26 @@ class _MaskedMixin:
 
     def current_mask(self) -> Tensor:
         if self.mode == "search":
-            return (self.scores.detach() > self.threshold).clone()
+            if self.nm is not None:
+                return ops.nm_mask(self.scores.detach(), *self.nm)
+            return self.scores.detach() > self.threshold  # a new tensor already
         return self.mask
 
     def masked_weight(self) -> Tensor:
-        return self.weight.detach() * self.current_mask().to(self.weight.dtype)
+        # where() rather than W * M: a pruned negative weight becomes +0.0, not -0.0 (exports are bit-exact zeros)
+        w = self.weight.detach()
+        return torch.where(self.current_mask(), w, torch.zeros((), dtype=w.dtype, device=w.device))
 
     def _mask_kwargs(self) -> dict:
         if self.mode == "search":
+            if self.nm is not None:
+                return {"scores": self.scores, "nm": self.nm}
             return {"scores": self.scores, "threshold": self.threshold}
         return {"mask": self.mask}
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, role={self.role}, mode={self.mode}, sparsity={self.sparsity}"
+        extra = "" if self.nm is None else f", structure={self.structure}"
+        return f"{super().extra_repr()}, role={self.role}, mode={self.mode}, sparsity={self.sparsity}{extra}"
 
 
 class MaskedLinear(_MaskedMixin, nn.Linear):
@@ -141,7 +189,10 @@ class MaskedLinear(_MaskedMixin, nn.Linear):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        return ops.masked_linear(x, self.weight, self.bias, **self._mask_kwargs())
+        # Scores and masks were checked when the module entered its mode: skip the public op's checks.
+        if self.mode == "search":
+            return masked_linear_checked(x, self.weight, self.bias, self.scores, self.threshold, None, self.nm)
+        return masked_linear_checked(x, self.weight, self.bias, None, None, self.mask)
 
 
 class MaskedEmbedding(_MaskedMixin, nn.Embedding):
@@ -179,5 +230,19 @@ class MaskedEmbedding(_MaskedMixin, nn.Embedding):
             out.weight.copy_(self.masked_weight())
         return out
 
+    def _mask_kwargs(self) -> dict:
+        if self.mode == "search" and self.nm is not None:
+            # N:M embeddings (opt-in): the lookup op knows thresholds only, so the group top-N is handed to it
+            # as a +-1 indicator whose gradient passes straight to the scores (one extra pass over the table)
+            from tamt.ops.nm import nm_indicator
+
+            ind = nm_indicator(self.scores, *self.nm)
+            return {"scores": ind, "threshold": torch.zeros((), dtype=ind.dtype, device=ind.device)}
+        return super()._mask_kwargs()
+
     def forward(self, ids: Tensor) -> Tensor:
-        return ops.masked_embedding(ids, self.weight, padding_idx=self.padding_idx, **self._mask_kwargs())
+        pad = -1 if self.padding_idx is None else self.padding_idx  # nn.Embedding stores it non-negative
+        if self.mode == "search":
+            kw = self._mask_kwargs()  # (an N:M table hands its group top-N over as an indicator)
+            return masked_embedding_checked(ids, self.weight, kw["scores"], kw["threshold"], None, pad)
+        return masked_embedding_checked(ids, self.weight, None, None, self.mask, pad)

@@ -4,6 +4,7 @@
 - ``masked_embedding(ids, weight, *, scores=None, threshold=None, mask=None, padding_idx=None)``
 - ``topk_threshold(scores, sparsity)`` / ``topk_thresholds(list_of_scores, sparsities)``
 - ``pack_mask(bool_tensor)`` / ``unpack_mask(packed, shape)``
+- ``nm_mask(scores, n, m)``: the N largest of every group of M along the last dim (N:M masks, ``tamt.ops.nm``)
 
 Backends: see ``tamt.ops._backend`` (``set_backend``, ``use_backend``, env
 ``TAMT_BACKEND``).  Plain PyTorch references live in ``tamt.ops.reference``.
@@ -17,8 +18,9 @@ from ._backend import BACKENDS, get_backend, set_backend, use_backend
 from .masked_embedding import masked_embedding
 from .mask_forms import MASK_FORMS, get_mask_form, set_mask_form, step_mask, use_mask_form
 from .masked_linear import masked_linear
+from .nm import nm_mask
 from .packing import pack_mask, unpack_mask
-from .thresholds import topk_threshold, topk_thresholds
+from .thresholds import topk_threshold, topk_thresholds, topk_thresholds_and_counts
 
 __all__ = [
     "BACKENDS",
@@ -34,6 +36,8 @@ __all__ = [
     "masked_embedding",
     "topk_threshold",
     "topk_thresholds",
+    "topk_thresholds_and_counts",
     "pack_mask",
     "unpack_mask",
+    "nm_mask",
 ]

@@ -89,7 +89,14 @@ def get_backend() -> str:
     explicit = getattr(_state, "backend", None)
     if explicit is not None:
         return explicit
-    return _validate(os.environ.get("TAMT_BACKEND", "auto"))
+    raw = os.environ.get("TAMT_BACKEND", "auto")
+    name = _ENV_NAMES.get(raw)
+    if name is None:
+        name = _ENV_NAMES[raw] = _validate(raw)
+    return name
+
+
+_ENV_NAMES: dict = {}  # raw TAMT_BACKEND value -> validated name (get_backend runs on every op call)
 
 
 @contextlib.contextmanager
@@ -154,14 +161,32 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
 _warned: set = set()
 
 
+# (family, device type, supported, requested) -> concrete backend.  Resolution runs on every op call
+# (twice per masked layer and step); what is installed, and TRITON_INTERPRET (read when the kernels are
+# imported), do not change within a process.
+_resolved: dict = {}
+
+
+def clear_resolve_cache() -> None:
+    """Forget resolved backends (after changing what ``auto`` prefers or what is installed)."""
+    _resolved.clear()
+
+
 def resolve(family: str, device_type: str, supported: tuple[str, ...]) -> str:
-    """The concrete backend for one call.
+    """The concrete backend for one call (cached per family, device type and requested backend).
 
     ``supported`` lists the backends that implement this op.  An explicitly
     requested backend that is unavailable raises; one that does not implement
     the op falls back to ``torch`` with a one-time warning.
     """
-    requested = get_backend()
+    key = (family, device_type, supported, get_backend())
+    hit = _resolved.get(key)
+    if hit is None:
+        hit = _resolved[key] = _resolve(family, device_type, supported, key[3])
+    return hit
+
+
+def _resolve(family: str, device_type: str, supported: tuple[str, ...], requested: str) -> str:
     if requested == "auto":
         order = _AUTO_PREFERENCE.get((family, device_type), ("torch",))
         for name in order:
@@ -174,7 +199,7 @@ def resolve(family: str, device_type: str, supported: tuple[str, ...]) -> str:
             _warned.add(key)
             warnings.warn(
                 f"tamt backend {requested!r} has no {family} kernel; using the torch reference for it",
-                stacklevel=3,
+                stacklevel=5,
             )
         return "torch"
     reason = unavailable_reason(requested, device_type)

@@ -81,3 +81,15 @@ def check_sparsity(sparsity: float) -> None:
             f"sparsity must be in [0, 1) (the fraction of weights pruned), got {sparsity!r}; "
             "e.g. 0.7 prunes 70 % of every masked matrix"
         )
+
+
+def use_registered_op() -> bool:
+    """Whether an op call must go through its registered ``torch.library`` op.
+
+    ``torch.compile`` traces the opaque op (with its fake implementation), and
+    so do dispatch modes (FakeTensorMode, FlopCounterMode).  Plain eager calls
+    take a ``torch.autograd.Function`` with the same implementations: the
+    custom-op autograd wrapper and dispatcher round trips cost several times
+    an ``F.linear`` per call.
+    """
+    return torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0

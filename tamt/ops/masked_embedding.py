@@ -12,11 +12,10 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._common import normalize_mask_args
+from ._common import normalize_mask_args, use_registered_op
 
 
-@torch.library.custom_op("tamt::masked_embedding", mutates_args=())
-def _masked_embedding(
+def _forward_impl(
     ids: Tensor,
     weight: Tensor,
     scores: Optional[Tensor],
@@ -27,13 +26,15 @@ def _masked_embedding(
     return reference.masked_embedding_forward(ids, weight, scores, threshold, mask, padding_idx)
 
 
+_masked_embedding = torch.library.custom_op("tamt::masked_embedding", _forward_impl, mutates_args=())
+
+
 @_masked_embedding.register_fake
 def _(ids, weight, scores, threshold, mask, padding_idx):
     return weight.new_empty(*ids.shape, weight.shape[1])
 
 
-@torch.library.custom_op("tamt::masked_embedding_grad_params", mutates_args=())
-def _grad_params(
+def _grad_params_impl(
     grad: Tensor,
     ids: Tensor,
     weight: Tensor,
@@ -49,6 +50,9 @@ def _grad_params(
     )
     empty = weight.new_empty(0)
     return (ds if ds is not None else empty), (dw if dw is not None else empty)
+
+
+_grad_params = torch.library.custom_op("tamt::masked_embedding_grad_params", _grad_params_impl, mutates_args=())
 
 
 @_grad_params.register_fake
@@ -81,6 +85,27 @@ def _backward(ctx, grad):
 _masked_embedding.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerMaskedEmbedding(torch.autograd.Function):
+    """The registered op for eager mode without the dispatcher round trips (see ``_EagerMaskedLinear``)."""
+
+    @staticmethod
+    def forward(ctx, ids, weight, scores, threshold, mask, padding_idx):
+        _setup_context(ctx, (ids, weight, scores, threshold, mask, padding_idx), None)
+        return _forward_impl(ids, weight, scores, threshold, mask, padding_idx)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ids, weight, scores, threshold, mask = ctx.saved_tensors
+        need_w, need_s = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        want_s = bool(need_s and scores is not None)
+        if not (want_s or need_w):
+            return None, None, None, None, None, None
+        ds, dw = reference.masked_embedding_grad_params(
+            grad, ids, weight, scores, threshold, mask, ctx.padding_idx, want_s, bool(need_w)
+        )
+        return None, dw, ds, None, None, None
+
+
 def masked_embedding(
     ids: Tensor,
     weight: Tensor,
@@ -99,5 +124,13 @@ def masked_embedding(
         raise TypeError(f"masked_embedding: ids must be int32/int64, got {ids.dtype}")
     if padding_idx is not None and padding_idx < 0:
         padding_idx += weight.shape[0]
-    out = _masked_embedding(ids, weight, scores, threshold, mask, -1 if padding_idx is None else int(padding_idx))
-    return out
+    return masked_embedding_checked(ids, weight, scores, threshold, mask, -1 if padding_idx is None else int(padding_idx))
+
+
+def masked_embedding_checked(ids: Tensor, weight: Tensor, scores, threshold, mask, padding_idx: int) -> Tensor:
+    """``masked_embedding`` for validated arguments (``padding_idx`` -1 for none, else in range)."""
+    if use_registered_op():
+        return _masked_embedding(ids, weight, scores, threshold, mask, padding_idx)
+    if torch.is_grad_enabled() and (weight.requires_grad or (scores is not None and scores.requires_grad)):
+        return _EagerMaskedEmbedding.apply(ids, weight, scores, threshold, mask, padding_idx)
+    return _forward_impl(ids, weight, scores, threshold, mask, padding_idx)

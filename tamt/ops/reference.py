@@ -5,7 +5,9 @@ backend.  They favour clarity over speed: the masked linear materialises
 W*M (the "unfused" path the fused kernels are benchmarked against).
 
 Mask conventions shared by all backends:
-  * search mode: ``M = scores > threshold`` (threshold a 0-dim tensor);
+  * search mode: ``M = scores > threshold`` (threshold a 0-dim tensor), or,
+    for an N:M matrix (``nm=(N, M)``, no threshold), M = the N largest scores
+    of every group of M along the input dimension (``tamt.ops.nm.nm_mask``);
   * fixed mode: a bool/uint8 tensor of the weight's shape, or a bit-packed
     uint8 1-D tensor: element i of the row-major flattened weight is bit
     ``i & 7`` of byte ``i >> 3`` (little bit order), pad bits are zero.
@@ -40,8 +42,13 @@ def gather_packed_bits(packed: Tensor, index: Tensor) -> Tensor:
     return ((byte >> (index & 7).to(torch.int32)) & 1).bool()
 
 
-def dense_mask(weight: Tensor, scores: Tensor | None, threshold: Tensor | None, mask: Tensor | None) -> Tensor:
+def dense_mask(weight: Tensor, scores: Tensor | None, threshold: Tensor | None, mask: Tensor | None,
+               nm=None) -> Tensor:
     """The boolean mask M of ``weight``'s shape from any of the mask forms."""
+    if scores is not None and nm is not None:
+        from .nm import nm_mask
+
+        return nm_mask(scores, nm[0], nm[1])
     if scores is not None:
         return scores > threshold
     if mask is None:
@@ -51,24 +58,24 @@ def dense_mask(weight: Tensor, scores: Tensor | None, threshold: Tensor | None, 
     return mask.bool().view(weight.shape)
 
 
-def masked_linear_forward(x, weight, bias, scores, threshold, mask):
-    m = dense_mask(weight, scores, threshold, mask)
+def masked_linear_forward(x, weight, bias, scores, threshold, mask, nm=None):
+    m = dense_mask(weight, scores, threshold, mask, nm)
     # where() instead of weight * m.float(): one pass, no float copy of the mask (the CPU fallback's hot path)
     return torch.nn.functional.linear(x, torch.where(m, weight, 0.0), bias)
 
 
-def masked_linear_grad_input(grad, weight, scores, threshold, mask):
-    m = dense_mask(weight, scores, threshold, mask)
+def masked_linear_grad_input(grad, weight, scores, threshold, mask, nm=None):
+    m = dense_mask(weight, scores, threshold, mask, nm)
     return grad @ torch.where(m, weight, 0.0)
 
 
-def masked_linear_grad_params(grad, x, weight, scores, threshold, mask, want_scores, want_weight):
+def masked_linear_grad_params(grad, x, weight, scores, threshold, mask, want_scores, want_weight, nm=None):
     """(d scores, d weight): dW_eff = grad^T x; d scores = dW_eff*W (STE); dW = dW_eff*M."""
     g = grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
     dscores = (g * weight).to(scores.dtype) if want_scores else None
     dweight = None
     if want_weight:
-        m = dense_mask(weight, scores, threshold, mask)
+        m = dense_mask(weight, scores, threshold, mask, nm)
         dweight = torch.where(m, g, 0.0).to(weight.dtype)
     return dscores, dweight
 

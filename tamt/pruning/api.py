@@ -1,6 +1,7 @@
 """Python API: ``tamt.search`` and ``tamt.evaluate_pretraining``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,10 +12,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tamt.nn.structure import run_label
+
 from .config import SearchConfig, check_method, check_sparsities, preset as get_preset
-from .context import SearchContext, fit_head, prepare
+from .context import SearchContext, ensure_kd_data, fit_head, prepare
 from .objectives import kd_loss_sum, mask_tokens, mlm_loss_sum
-from .searcher import Searcher, _dist
+from .searcher import Searcher, _dist, requested_steps
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +53,36 @@ class SearchResult:
 
 def build_config(method: str, sparsity, *, steps=None, epochs=None, preset: str | None = None,
                  **config) -> SearchConfig:
-    base = get_preset(preset) if preset else {}
+    return build_config_with_sources(method, sparsity, steps=steps, epochs=epochs, preset=preset, **config)[0]
+
+
+def build_config_with_sources(method: str, sparsity, *, steps=None, epochs=None, preset: str | None = None,
+                              **config) -> tuple[SearchConfig, dict[str, str]]:
+    """The config of a search and, per option set explicitly, where its value came from
+    ("preset <name>", "preset <name> for <method>", "option")."""
+    method = check_method(method)
+    common = get_preset(preset) if preset else {}
+    base = get_preset(preset, method) if preset else {}
+    sources = {k: f"preset {preset}" if k in common and common[k] == v else f"preset {preset} for {method}"
+               for k, v in base.items()}
     if steps is not None or epochs is not None:
         base.pop("steps", None)
         base.pop("epochs", None)
     base.update({k: v for k, v in config.items()})
+    sources.update({k: "option" for k in config})
     if steps is not None:
         base["steps"] = steps
+        sources["steps"] = "option"
     if epochs is not None:
         base["epochs"] = epochs
-    return SearchConfig.from_dict({"method": check_method(method), "sparsities": check_sparsities(sparsity), **base})
+        sources["epochs"] = "option"
+    if sparsity is None:  # an N:M structure fixes it at 1 - N/M
+        from tamt.nn.structure import default_sparsity
+
+        sparsity = default_sparsity(base.get("structure"))
+    cfg = SearchConfig.from_dict({"method": check_method(method), "sparsities": check_sparsities(sparsity), **base})
+    sources.update(method="option", sparsities="option")
+    return cfg, sources
 
 
 def init_distributed() -> bool:
@@ -79,6 +102,7 @@ def make_context(model, corpus, config: SearchConfig, *, tokenizer=None, out=Non
     ctx = prepare(model, corpus, tokenizer=tokenizer, block_size=config.block_size,
                   validation_fraction=config.validation_fraction, seed=config.seed, max_blocks=config.max_blocks)
     ensure_head(ctx, config, out=out)
+    ensure_kd_data(ctx, config, corpus)
     return ctx
 
 
@@ -92,7 +116,7 @@ def ensure_head(ctx: SearchContext, config: SearchConfig, *, out=None) -> None:
 
 def search(model, method: str, sparsity, corpus, *, steps: int | None = None, epochs: float | None = None,
            out: str | os.PathLike | None = None, tokenizer=None, preset: str | None = None, resume: bool = False,
-           callbacks=(), context: SearchContext | None = None, **config) -> SearchResult:
+           overwrite: bool = False, callbacks=(), context: SearchContext | None = None, **config) -> SearchResult:
     """Find subnetworks of ``model`` at ``sparsity`` (a number or a list) with ``method``.
 
     ``model``: a hub name, a checkpoint folder, ``"default"`` (embedded
@@ -100,31 +124,110 @@ def search(model, method: str, sparsity, corpus, *, steps: int | None = None, ep
     ``DatasetDict`` of token blocks.  ``config``: any :class:`SearchConfig`
     field (``lr``, ``batch_size``, ``threshold_mode``, ...); ``preset``: one
     of :data:`PRESETS` applied first.  With ``out`` the run writes masks,
-    metrics, TensorBoard logs and checkpoints there; ``resume=True`` continues
-    an interrupted run in the same ``out`` to the same final masks.
+    metrics, TensorBoard logs and checkpoints there, holding the folder's
+    lock; ``resume=True`` continues an interrupted run in the same ``out`` to
+    the same final masks (refused when a result-changing option differs, see
+    :mod:`tamt.pruning.run_dir`); a folder that holds another run is refused
+    unless ``overwrite=True``.  Every input is checked before anything is
+    written.
     """
+    from .run_dir import claim, corpus_identity, run_identity, write_identity
+
     cfg = build_config(method, sparsity, steps=steps, epochs=epochs, preset=preset, **config)
     rank, _ = _dist()
     out_p = Path(out) if out is not None else None
     if out_p is not None and rank == 0:
-        out_p.mkdir(parents=True, exist_ok=True)
-        from tamt.io import atomic_write_text
+        from tamt.io import check_output_dir
 
-        atomic_write_text(out_p / "config.json", json.dumps(cfg.to_dict(), indent=1))
-    ctx = context if context is not None else make_context(model, corpus, cfg, tokenizer=tokenizer, out=out_p)
-    if context is not None:
+        check_output_dir(out_p)
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+    if context is None:
+        with _datasets_progress(cfg.progress):
+            ctx = prepare(model, corpus, tokenizer=tokenizer, block_size=cfg.block_size,
+                          validation_fraction=cfg.validation_fraction, seed=cfg.seed, max_blocks=cfg.max_blocks)
+    else:
+        ctx = context
+    requested_steps(cfg, len(ctx.train))  # a search that cannot run fails before it writes
+    with contextlib.ExitStack() as stack:
+        if out_p is not None:
+            identity = run_identity(cfg, ctx.info, corpus_identity(ctx.train, ctx.validation,
+                                                                   corpus if context is None else None))
+
+            def take_folder():
+                from tamt.io import clean_stale_temporaries, folder_lock
+
+                stack.enter_context(folder_lock(out_p, what=str(out_p)))
+                claim(out_p, identity, resume=resume, overwrite=overwrite)
+                for p in clean_stale_temporaries(out_p):
+                    log.info("removed %s, left by a process killed while writing", p)
+                write_identity(out_p, identity)
+
+            _on_rank0(take_folder)
         ensure_head(ctx, cfg, out=out_p)
+        ensure_kd_data(ctx, cfg, corpus)
+        return _search_all(ctx, cfg, out_p, resume=resume, callbacks=callbacks)
+
+
+def _on_rank0(fn) -> None:
+    """Run ``fn`` on rank 0 only; under torchrun the other ranks learn of its failure instead of waiting forever."""
+    import torch.distributed as dist
+
+    rank, world = _dist()
+    err = None
+    if rank == 0:
+        try:
+            fn()
+        except Exception as exc:  # re-raised below, after the other ranks were told
+            err = exc
+    if world > 1:
+        box = [None if err is None else f"{type(err).__name__}: {err}"]
+        dist.broadcast_object_list(box, src=0)
+        if rank != 0 and box[0]:
+            raise RuntimeError(f"rank 0 stopped the run: {box[0]}")
+    if err is not None:
+        raise err
+
+
+@contextlib.contextmanager
+def _datasets_progress(enabled: bool):
+    """``progress=False`` also silences the ``datasets`` bars of corpus tokenisation."""
+    try:
+        import datasets
+    except ImportError:  # in-memory corpora need no datasets package
+        datasets = None
+    if enabled or datasets is None:
+        yield
+        return
+    was = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            datasets.enable_progress_bars()
+
+
+def _search_all(ctx: SearchContext, cfg: SearchConfig, out_p: Path | None, *, resume: bool,
+                callbacks) -> SearchResult:
+    from .run_dir import FinishedRun
+
+    rank, _ = _dist()
     runs = [None] if cfg.method == "imp" else list(cfg.sparsities)
     result = SearchResult(method=cfg.method, sparsities=cfg.sparsities, masks={}, out=out_p, info=dict(ctx.info))
     for s in runs:
-        name = "imp" if s is None else f"{cfg.method}-s{s:.2f}"
+        name = "imp" if s is None else f"{run_label(cfg.method, cfg.structure, cfg.embedding_structure)}-s{s:.2f}"
         run_dir = out_p / "runs" / name if out_p is not None else None
         mask_dir = out_p / "masks" if out_p is not None else None
         wall = time.perf_counter()
-        searcher = Searcher(ctx, cfg, sparsity=s, run_dir=run_dir, mask_dir=mask_dir, resume=resume,
-                            callbacks=callbacks)
-        searcher.run()
-        wall = time.perf_counter() - wall
+        searcher = FinishedRun.load(run_dir) if resume else None  # a sparsity finished before the interruption
+        if searcher is None:
+            searcher = Searcher(ctx, cfg, sparsity=s, run_dir=run_dir, mask_dir=mask_dir, resume=resume,
+                                callbacks=callbacks)
+            searcher.run()
+            wall = time.perf_counter() - wall
+        else:
+            wall = searcher.wall_s
         key = "imp" if s is None else s
         result.history[key] = searcher.history
         result.saved_at[key] = searcher.saved_at

@@ -7,6 +7,7 @@ Built once by :func:`prepare` and reused across the sparsities and methods of a 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,6 +39,8 @@ class SearchContext:
     # evaluated on the same blocks against the same frozen teacher, so its forward is done once
     _teacher_cache: dict = field(default_factory=dict)
     teacher_cache_bytes: int = 512 * 2**20
+    # TAMT-KD's training sequences in the reference's layout (kd_data="paragraphs"; see ensure_kd_data)
+    kd_train: Any = None
 
     def teacher_hidden(self, key, ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple:
         """The teacher's hidden states for a held-out batch, cached while the cache stays under its budget."""
@@ -65,6 +68,18 @@ class SearchContext:
             self._teacher = t
         return self._teacher
 
+    def for_search(self, config) -> "SearchContext":
+        """The context a search with ``config`` trains on: this one, or (TAMT-KD with
+        ``kd_data="paragraphs"``) a view whose ``train`` split is the KD sequences (model, teacher,
+        validation blocks and caches shared)."""
+        if not (config.kd_data == "paragraphs" and config.method == "tamt-kd"):
+            return self
+        if self.kd_train is None:
+            raise ValueError("kd_data='paragraphs' needs the KD sequences: build them with "
+                             "tamt.pruning.context.ensure_kd_data(context, config, corpus) (tamt.search does)")
+        _ = self.teacher  # create the teacher once, on the shared context
+        return dataclasses.replace(self, train=self.kd_train)
+
     @property
     def mask_id(self) -> int:
         return int(self.tokenizer.mask_token_id)
@@ -76,8 +91,11 @@ class SearchContext:
     def batch(self, split: str, indices) -> dict[str, torch.Tensor]:
         ds = self.train if split == "train" else self.validation
         rows = ds[list(map(int, indices))]
-        return {"input_ids": torch.tensor(rows["input_ids"], dtype=torch.long),
-                "attention_mask": torch.tensor(rows["attention_mask"], dtype=torch.long)}
+        out = {"input_ids": torch.tensor(rows["input_ids"], dtype=torch.long),
+               "attention_mask": torch.tensor(rows["attention_mask"], dtype=torch.long)}
+        if "token_type_ids" in rows:  # the KD sequences' A/B segments
+            out["token_type_ids"] = torch.tensor(rows["token_type_ids"], dtype=torch.long)
+        return out
 
 
 # ---------------------------------------------------------------------------
@@ -145,6 +163,9 @@ def load_model(model, *, seed: int = 0) -> tuple[nn.Module, dict]:
         initialised = linfo.head_initialised
         name = "default" if model in (None, "default") else os.fspath(model)
     mlm.eval()
+    from .numerics import check_finite_weights
+
+    check_finite_weights(mlm, repr(name))  # NaN weights: say so, rather than "the search diverged" later
     info = {"base_model": name, "fingerprint": fingerprint(mlm), "head_initialised": bool(initialised),
             "model_type": getattr(mlm.config, "model_type", "?")}
     return mlm, info
@@ -289,3 +310,22 @@ def fit_head(ctx: SearchContext, *, steps: int, lr: float, batch_size: int, seed
 
         with atomic_path(cache) as tmp:
             torch.save({"key": key, "state": {n: p.detach().cpu() for n, p in params}}, tmp)
+
+
+# ---------------------------------------------------------------------------
+# the reference's TAMT-KD training data
+
+
+def ensure_kd_data(ctx: SearchContext, config, corpus) -> None:
+    """Build ``ctx.kd_train`` (the reference's paragraph sequences, tamt.data.corpus.load_kd_sequences)
+    when a TAMT-KD search with ``kd_data="paragraphs"`` needs it.  ``corpus`` must be the corpus spec
+    (a path, a hub name or 'default'), not ready-made blocks."""
+    if ctx.kd_train is not None or config.kd_data != "paragraphs" or config.method != "tamt-kd":
+        return
+    if not isinstance(corpus, (str, os.PathLike)):
+        raise ValueError("kd_data='paragraphs' builds the KD sequences from the raw corpus text: pass the corpus as "
+                         "a path, hub name or 'default', or use kd_data='blocks' with ready-made blocks")
+    from tamt.data.corpus import load_kd_sequences
+
+    ctx.kd_train = load_kd_sequences(corpus, tokenizer=ctx.tokenizer, max_seq_len=config.block_size,
+                                     validation_fraction=config.validation_fraction, seed=config.seed)

@@ -96,3 +96,23 @@ def kd_loss_sum(student_hidden, teacher_hidden, attention_mask: Tensor) -> tuple
         term = (1.0 - cos)[m].sum()
         total = term if total is None else total + term
     return total, torch.tensor(float(m.sum()), device=attention_mask.device)
+
+
+def teacher_forward(teacher: nn.Module, ids: Tensor, attention_mask: Tensor, *, dropout: bool = False, call=None,
+                    **kwargs):
+    """The frozen KD teacher's outputs (with hidden states) for a training batch, without gradients.
+
+    ``dropout=True`` runs the teacher in train mode, as the reference TAMT-KD
+    script does (it never calls ``teacher.eval()``, so the teacher's dropout is
+    active); the teacher goes back to eval mode afterwards, so held-out
+    evaluation stays deterministic.  ``call``: what runs the forward (default the
+    teacher itself; the search passes its ``torch.compile`` wrapper of it).
+    """
+    was_training = teacher.training
+    teacher.train(dropout)
+    try:
+        with torch.no_grad():
+            fn = teacher if call is None else call  # (a compiled module has no truth value)
+            return fn(input_ids=ids, attention_mask=attention_mask, output_hidden_states=True, **kwargs)
+    finally:
+        teacher.train(was_training)

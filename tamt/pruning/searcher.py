@@ -23,11 +23,15 @@ import torch
 import torch.distributed as dist
 
 from tamt.nn import base_model, masked_modules, sparsity_report
-from tamt.optim import adamw
+from tamt.nn.structure import run_label, structure_map
+from tamt.optim import DEFAULT_EPS, clips_per_tensor, make_optimizer
 
-from .config import SearchConfig
+from .config import ONE_SHOT_METHODS, SearchConfig
 from .context import SearchContext
-from .objectives import kd_loss_sum, mask_tokens, mlm_loss_sum
+from .numerics import StepGuard
+from .compiled import StepForwards
+from .objectives import kd_loss_sum, mask_tokens, mlm_loss_sum, teacher_forward
+from .score_step import make_score_optimizer, needs_finite_check
 from .strategies import make_strategy
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,22 @@ def _dist() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def requested_steps(cfg: SearchConfig, n_train: int, trains: bool | None = None) -> int:
+    """The steps a search asks for (raises when it cannot train); checked before a run writes anything."""
+    trains = cfg.method not in ONE_SHOT_METHODS if trains is None else trains
+    per_epoch = n_train // cfg.batch_size
+    if per_epoch == 0 and trains:
+        raise ValueError(f"the corpus has {n_train} training blocks, fewer than one batch of "
+                         f"{cfg.batch_size}; use a smaller batch_size/block_size or more text")
+    if cfg.steps is not None:
+        return int(cfg.steps)
+    if cfg.epochs is not None:
+        return max(1, int(math.floor(cfg.epochs * per_epoch)))
+    if trains and cfg.method != "imp":
+        raise ValueError(f"method {cfg.method!r} trains: give steps or epochs (e.g. steps=200)")
+    return 0
 
 
 def mask_filename(method: str, sparsity: float, step: int | None = None) -> str:
@@ -57,8 +77,8 @@ class Searcher:
     def __init__(self, context: SearchContext, config: SearchConfig, *, sparsity: float | None = None,
                  run_dir: str | Path | None = None, mask_dir: str | Path | None = None, resume: bool = False,
                  callbacks: tuple[Callable, ...] | list = ()):
-        self.ctx = context
         self.config = config.resolved()
+        self.ctx = context.for_search(self.config)  # (TAMT-KD with kd_data='paragraphs' trains on those sequences)
         self.sparsities = self.config.sparsities
         self.sparsity = float(sparsity if sparsity is not None else self.sparsities[-1])
         self.rank, self.world = _dist()
@@ -90,9 +110,12 @@ class Searcher:
         self.optimizer = None
         self.scheduler = None
         self.reset_optimizer()
+        self.forwards = StepForwards(self.config.compile)  # eager, or torch.compile (compiled.py)
         self._tb = None
         self._bar = None
         self._needs_teacher = self.config.uses_kd
+        self.guard = StepGuard(self.model)
+        self._created = time.perf_counter()
         torch.manual_seed(self.config.seed)
         if resume:
             self.try_resume()
@@ -107,25 +130,21 @@ class Searcher:
         return torch.device(d)
 
     def _requested_steps(self) -> int:
-        cfg = self.config
-        per_epoch = len(self.ctx.train) // cfg.batch_size
-        if per_epoch == 0 and self.strategy.trains:
-            raise ValueError(f"the corpus has {len(self.ctx.train)} training blocks, fewer than one batch of "
-                             f"{cfg.batch_size}; use a smaller batch_size/block_size or more text")
-        if cfg.steps is not None:
-            return int(cfg.steps)
-        if cfg.epochs is not None:
-            return max(1, int(math.floor(cfg.epochs * per_epoch)))
-        if self.strategy.trains and cfg.method != "imp":
-            raise ValueError(f"method {cfg.method!r} trains: give steps or epochs (e.g. steps=200)")
-        return 0
+        return requested_steps(self.config, len(self.ctx.train), self.strategy.trains)
 
     def reset_optimizer(self) -> None:
         groups = self.strategy.param_groups()
         if not groups:
             self.optimizer = self.scheduler = None
             return
-        self.optimizer = adamw(groups, lr=self.config.lr, betas=(0.9, 0.999), eps=1e-8)
+        if self.config.optimizer == "adamw":
+            # torch AdamW; the score group through the native fused step where measured faster (score_step.py)
+            eps = DEFAULT_EPS["adamw"] if self.config.adam_eps is None else float(self.config.adam_eps)
+            self.optimizer = make_score_optimizer(groups, lr=self.config.lr, betas=(0.9, 0.999), eps=eps,
+                                                  weight_decay=0.0)
+        else:  # the reference code's Adam variants (tamt.optim)
+            self.optimizer = make_optimizer(self.config.optimizer, groups, lr=self.config.lr,
+                                            eps=self.config.adam_eps, max_grad_norm=self.config.grad_clip)
         n, warm = self.strategy.schedule_length(), self.config.warmup_steps
 
         def lam(i: int) -> float:
@@ -175,13 +194,14 @@ class Searcher:
 
     def compute_loss(self, b: dict) -> tuple[torch.Tensor, dict]:
         objective = self.strategy.objective
-        enc = base_model(self.model)
+        enc = self.forwards(base_model(self.model))
         metrics = {}
         use_kd = objective in ("kd", "mlm+kd")
         use_mlm = objective in ("mlm", "mlm+kd")
         ids = b["masked_ids"] if use_mlm else b["input_ids"]
+        extra = {"token_type_ids": b["token_type_ids"]} if "token_type_ids" in b else {}
         with self._autocast():
-            out = enc(input_ids=ids, attention_mask=b["attention_mask"], output_hidden_states=use_kd)
+            out = enc(input_ids=ids, attention_mask=b["attention_mask"], output_hidden_states=use_kd, **extra)
             loss = torch.zeros((), device=self.device)
             if use_mlm:
                 s, c, correct = mlm_loss_sum(self.model, out[0], b["labels"])
@@ -190,9 +210,11 @@ class Searcher:
                 metrics["mlm_loss"] = float(self._allsum(s.detach()) / gc)
                 metrics["mlm_acc"] = float(self._allsum(correct) / gc)
             if use_kd:
-                with torch.no_grad():
-                    t = self.ctx.teacher(input_ids=ids, attention_mask=b["attention_mask"], output_hidden_states=True)
-                s, c = kd_loss_sum(out.hidden_states, t.hidden_states, b["attention_mask"])
+                t = teacher_forward(self.ctx.teacher, ids, b["attention_mask"], dropout=self.config.teacher_dropout,
+                                    call=self.forwards(self.ctx.teacher), **extra)
+                positions = b["attention_mask"] if self.config.kd_positions == "tokens" else \
+                    torch.ones_like(b["attention_mask"])  # 'all': padding included, as the reference KD script
+                s, c = kd_loss_sum(out.hidden_states, t.hidden_states, positions)
                 L = len(out.hidden_states) - 1
                 gc = self._allsum(c).clamp(min=1) * L
                 loss = loss + self.config.kd_weight * s / gc
@@ -228,10 +250,15 @@ class Searcher:
             for p in params:  # params off the loss' graph (e.g. the pooler) have no grad on every rank
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
-        if self.config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        # the clip's norm doubles as the NaN/Inf check, taken before clipping would spread a NaN to every gradient;
+        # divergence stops the run here, before the update and before anything of this step is saved
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        self.guard.before_update(self.step_count + 1, metrics["loss"], params, grad_norm)
+        if self.config.grad_clip and not clips_per_tensor(self.config.optimizer):  # bert-adam clips per tensor
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, grad_norm)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
+        self.guard.after_update(self.step_count + 1, needs_finite_check(self.optimizer, params))
         self.scheduler.step()
         self.step_count += 1
         self.strategy.after_step(self.step_count)
@@ -288,9 +315,12 @@ class Searcher:
             from tamt.io import atomic_write_text
 
             atomic_write_text(self.run_dir / "done.json", json.dumps(
-                {"step": self.step_count, "elapsed": self.elapsed,
+                {"step": self.step_count, "elapsed": self.elapsed, "wall_s": time.perf_counter() - self._created,
                  "masks": {f"{k:.4f}": v for k, v in self.mask_paths.items()},
-                 "emitted": {f"{k:.4f}": v for k, v in self.emitted.items()}}))
+                 "emitted": {f"{k:.4f}": v for k, v in self.emitted.items()},
+                 "saved_at": [{k: v for k, v in r.items() if k != "masks"} for r in self.saved_at]}))
+            if not self.config.keep_checkpoint and self.checkpoint_path.is_file():
+                self.checkpoint_path.unlink()  # done.json now says it all; a BERT-base checkpoint is 268 MB
 
     @property
     def finished(self) -> bool:
@@ -300,7 +330,7 @@ class Searcher:
     def evaluate_now(self, final: bool = False) -> dict:
         from .api import evaluate_context
 
-        self.strategy.before_save()
+        # (no threshold reset here: in paper mode an evaluation must not change the search's trajectory)
         t = time.perf_counter()
         res = evaluate_context(self.ctx, self.model, batches=self.config.eval_batches,
                                batch_size=self.config.eval_batch_size or self.config.batch_size,
@@ -339,7 +369,7 @@ class Searcher:
                 "head_initialised": self.ctx.info["head_initialised"],
                 "head_fit_steps": self.ctx.info.get("head_fit_steps", 0),
                 "threshold_mode": self.config.threshold_mode, "score_init": self.config.score_init,
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(), "structure": structure_map(self.model)}
 
     def emit(self, sparsity: float, masks: dict, *, final: bool) -> None:
         """Record a finished mask (TAMT/OMP/random: the final one; IMP: each round's)."""
@@ -351,7 +381,7 @@ class Searcher:
         if self.mask_dir is not None and self.rank == 0:
             from tamt.masks import save_mask
 
-            path = self.mask_dir / mask_filename(self.config.method, sparsity)
+            path = self.mask_dir / mask_filename(self.label, sparsity)
             save_mask(path, masks, self.metadata(sparsity, self.step_count))
             self.mask_paths[sparsity] = str(path)
         for cb in self.callbacks:
@@ -366,12 +396,17 @@ class Searcher:
         self.strategy.before_save()
         rec = {"step": step, "sparsity": self.sparsity, "time": round(self.elapsed, 4)}
         if self.mask_dir is not None and self.rank == 0:
-            path = self.mask_dir / "steps" / mask_filename(self.config.method, self.sparsity, step)
+            path = self.mask_dir / "steps" / mask_filename(self.label, self.sparsity, step)
             save_mask(path, self.model, self.metadata(self.sparsity, step))
             rec["path"] = str(path)
         else:
             rec["masks"] = {k: v.cpu() for k, v in get_masks(self.model).items()}
         self.saved_at.append(rec)
+
+    @property
+    def label(self) -> str:
+        """Method plus N:M structure ('omp', 'tamt-kd-2of4'): file names of masks."""
+        return run_label(self.config.method, self.config.structure, self.config.embedding_structure)
 
     # -- checkpoints -------------------------------------------------------------------
     @property
@@ -407,8 +442,19 @@ class Searcher:
             raise ValueError("checkpoint written by another tamt version; start the search afresh")
         if st["method"] != self.config.method or abs(st["sparsity"] - self.sparsity) > 1e-9:
             raise ValueError(f"checkpoint is for {st['method']} at s={st['sparsity']}, not this search")
+        for key in ("structure", "embedding_structure"):
+            was = st.get("config", {}).get(key, "unstructured")
+            if was != getattr(self.config, key):
+                raise ValueError(f"checkpoint is for {key} {was}, not {getattr(self.config, key)}; use another "
+                                 "--out or start the search afresh")
         if st["fingerprint"] != self.ctx.info["fingerprint"]:
             raise ValueError("checkpoint was written for other base weights; start the search afresh")
+        from .run_dir import config_differences, format_differences
+
+        diffs = config_differences(st["config"], self.config.to_dict())
+        if diffs:
+            raise ValueError(f"the checkpoint was written with other settings that change the result "
+                             f"({format_differences(diffs)}); resume with the original settings or start afresh")
         self.strategy.load_state_dict(st["strategy"])
         if self.config.method == "imp":
             self.reset_optimizer()
@@ -434,8 +480,17 @@ class Searcher:
     def try_resume(self) -> bool:
         p = self.checkpoint_path
         if p is None or not p.is_file():
+            if self.rank == 0 and self.run_dir is not None and (self.run_dir / "metrics.jsonl").is_file():
+                (self.run_dir / "metrics.jsonl").unlink()  # rows of an attempt killed before its first checkpoint
             return False
-        self.load_state_dict(torch.load(p, map_location="cpu", weights_only=False))
+        try:
+            st = torch.load(p, map_location="cpu", weights_only=True)  # plain tensors and containers: no code runs
+        except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError ... for a torn file
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise ValueError(f"the checkpoint {p} is unreadable ({why}); delete it to "
+                             "restart this sparsity from step 0 with --resume, or start afresh with --overwrite") \
+                from None
+        self.load_state_dict(st)
         if self.rank == 0 and self.run_dir is not None:  # drop rows logged after the checkpoint
             from tamt.io import atomic_write_text
 

@@ -11,11 +11,11 @@ import math
 import torch
 from torch import nn
 
-from tamt.nn import get_masks, masked_modules, patch_model, set_masks, update_thresholds
+from tamt.nn import get_masks, masked_modules, patch_model, set_masks
 from tamt.nn.scores import keep_largest, random_mask, ranked_scores
-from tamt.ops._common import sparsity_to_k
-
+from . import imp
 from .objectives import mlm_head_parameters
+from .threshold_schedule import ThresholdSchedule, reference_keep, thresholds_exact  # noqa: F401 (re-export)
 
 
 class Strategy:
@@ -60,51 +60,33 @@ class Strategy:
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def thresholds_exact(model: nn.Module) -> None:
-    """Exact top-k thresholds, then break ties at tau so that exactly floor(s*n) scores are pruned.
-
-    The mask is scores > tau; scores tied at tau (float32 has only ~8M values in [2*t0, 4*t0), and
-    scores without gradient keep their initial values) would all be pruned.  The surplus tied
-    entries are raised by one ulp above tau (ties broken by position).
-    """
-    update_thresholds(model)
-    with torch.no_grad():
-        for _, m in masked_modules(model):
-            if m.mode != "search":
-                continue
-            flat = m.scores.view(-1)
-            n = flat.numel()
-            k = sparsity_to_k(m.sparsity, n)
-            pruned = int(torch.count_nonzero(flat <= m.threshold))  # (bool .sum() is 4x slower on CPU)
-            if pruned > k:
-                tied = (flat == m.threshold).nonzero().view(-1)
-                lift = tied[tied.numel() - (pruned - k):]
-                flat[lift] = torch.nextafter(m.threshold, torch.tensor(float("inf"), device=flat.device))
-
-
 def _freeze_all(model: nn.Module) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
 
 
+def _patch(strategy) -> None:
+    """Patch the searcher's model in fixed mode and give its modules the run's (N:M or unstructured) structure."""
+    from tamt.nn.structure import set_structures
+
+    patch_model(strategy.model, 0.0, mode="fixed")
+    set_structures(strategy.model, strategy.cfg.structure, strategy.cfg.embedding_structure)
+
+
 class OneShotStrategy(Strategy):
-    """OMP (l1_unstructured per matrix) or random pruning: no training."""
+    """No training: OMP (l1_unstructured per matrix), random, magnitude per row or Wanda (tamt.pruning.one_shot)."""
 
     def __init__(self, searcher, init: str):
         super().__init__(searcher)
         self.init = init
 
     def setup(self) -> None:
-        patch_model(self.model, 0.0, mode="fixed")
+        from .one_shot import one_shot_masks
+
+        _patch(self)
         _freeze_all(self.model)
         gen = torch.Generator().manual_seed(self.cfg.seed)
-        masks = {}
-        for name, m in masked_modules(self.model):
-            if self.init == "omp":
-                masks[f"{name}.weight"] = keep_largest(m.weight.abs(), self.s.sparsity)
-            else:
-                masks[f"{name}.weight"] = random_mask(tuple(m.weight.shape), self.s.sparsity, generator=gen)
-        set_masks(self.model, masks)
+        set_masks(self.model, one_shot_masks(self.s, self.init, gen))
 
 
 class TamtStrategy(Strategy):
@@ -116,12 +98,18 @@ class TamtStrategy(Strategy):
         super().__init__(searcher)
         self.objective = objective
 
-    def _initial_scores(self, weight: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _initial_scores(self, weight: torch.Tensor, gen: torch.Generator, nm=None) -> torch.Tensor:
         cfg = self.cfg
+        if nm is not None and cfg.score_init != "omp-rank":  # OMP-N:M / random N:M start (tamt.nn.structure)
+            from tamt.nn.structure import nm_initial_scores
+
+            return nm_initial_scores(weight, nm, cfg.score_init, t0=cfg.t0, generator=gen)
         if cfg.score_init == "omp-rank":  # distinct scores already: no tie-break needed (see tamt.nn.scores)
             return ranked_scores(weight, self.s.sparsity, t0=cfg.t0)
         if cfg.score_init == "omp":
-            keep = keep_largest(weight.abs(), self.s.sparsity)
+            # without tie-breaking: the reference's |W| > k-th smallest |W| (ties at the cut are all pruned)
+            keep = keep_largest(weight.abs(), self.s.sparsity) if cfg.tie_break else \
+                reference_keep(weight.abs(), self.s.sparsity)
         else:
             keep = random_mask(tuple(weight.shape), self.s.sparsity, generator=gen).to(weight.device)
         s = keep.float() * (2.0 * cfg.t0)
@@ -139,12 +127,14 @@ class TamtStrategy(Strategy):
         return s
 
     def setup(self) -> None:
-        patch_model(self.model, 0.0, mode="fixed")
+        _patch(self)
         _freeze_all(self.model)
         gen = torch.Generator().manual_seed(self.cfg.seed)
         for _, m in masked_modules(self.model):
-            m.start_search(self.s.sparsity, init=self._initial_scores(m.weight, gen), t0=self.cfg.t0)
-        thresholds_exact(self.model)
+            m.start_search(self.s.sparsity if m.nm is None else None, init=self._initial_scores(m.weight, gen, m.nm),
+                           t0=self.cfg.t0)
+        self.schedule = ThresholdSchedule(self.cfg, len(self.s.ctx.train) // self.cfg.batch_size)
+        self.schedule.start(self.model)
         if "mlm" in self.objective:
             for _, p in mlm_head_parameters(self.model):
                 p.requires_grad_(True)
@@ -158,15 +148,20 @@ class TamtStrategy(Strategy):
             groups.append({"params": head, "lr": cfg.head_lr, "weight_decay": 0.0, "name": "mlm_head"})
         return groups
 
+    def total_steps(self, requested: int) -> int:
+        return requested if self.cfg.stop_at is None else min(requested, int(self.cfg.stop_at))
+
+    def schedule_length(self) -> int:
+        return max(1, self.s.requested_steps)  # the full run's, also when stop_at ends the run earlier
+
     def after_step(self, step: int) -> None:
-        if self.cfg.threshold_mode == "exact" or step % int(self.cfg.reset_interval) == 0:
-            thresholds_exact(self.model)
+        self.schedule.after_step(self.model, step)
 
     def before_save(self) -> None:
-        thresholds_exact(self.model)
+        self.schedule.reset(self.model)
 
     def finish(self) -> None:
-        thresholds_exact(self.model)
+        self.schedule.reset(self.model)
         super().finish()
 
     def state_dict(self) -> dict:
@@ -222,17 +217,17 @@ class IMPStrategy(Strategy):
         return [{"params": params, "lr": self.cfg.lr, "weight_decay": self.cfg.weight_decay, "name": "weights"}]
 
     def schedule_length(self) -> int:
+        if self.cfg.imp_schedule == "run":  # the reference: every round restarts at lr with the whole run's slope
+            return max(1, self.s.requested_steps or self.s.total_steps)
         return self.interval()
 
     def _prune(self) -> None:
         level = self.levels[self.round]
-        new = {}
-        for name, m in masked_modules(self.model):
-            mag = m.weight.detach().abs().float()
-            mag = torch.where(m.mask, mag, torch.full_like(mag, -1.0))  # pruned ones stay pruned
-            new[f"{name}.weight"] = keep_largest(mag, level)
-        # rewind every weight to its pre-trained value, then fix the new masks
-        self.model.load_state_dict(self.pretrained, strict=False)
+        prev = self.levels[self.round - 1] if self.round else 0.0
+        new = {f"{name}.weight": imp.prune_round(m.weight, m.mask, prev, level, self.cfg.imp_rounding)
+               for name, m in masked_modules(self.model)}
+        # rewind (all weights by default; see tamt.pruning.imp for the reference's), then fix the new masks
+        imp.rewind(self.model, self.pretrained, self.cfg.imp_rewind)
         set_masks(self.model, new)
         self.round += 1
         self.s.emit(level, new, final=self.round == len(self.levels))
@@ -260,10 +255,8 @@ class IMPStrategy(Strategy):
 
 def make_strategy(searcher) -> Strategy:
     m = searcher.config.method
-    if m == "omp":
-        return OneShotStrategy(searcher, "omp")
-    if m == "random":
-        return OneShotStrategy(searcher, "random")
+    if m in ("omp", "random", "wanda", "magnitude-row"):
+        return OneShotStrategy(searcher, m)
     if m == "imp":
         return IMPStrategy(searcher)
     return TamtStrategy(searcher, {"tamt-mlm": "mlm", "tamt-kd": "kd", "tamt-mlm-kd": "mlm+kd"}[m])

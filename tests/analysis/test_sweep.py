@@ -79,6 +79,45 @@ def test_config_and_plan(tmp_path, glue_dir):
     assert {f.train_size for f in fts if f.task == "mnli"} == {1000, 5000, 10000, 50000, 100000}
     searches, _ = plan(load_config("paper-search-cost"))
     assert {s.budget for s in searches if s.method == "imp"} >= {200, 2792}
+    assert {s.budget for s in searches if s.method == "tamt-kd"} >= {999, 24999}
+
+
+def test_paper_configs_follow_the_reference():
+    """The reference's downstream protocol (TAMT_SPEC "Reference-code details"): tasks, seeds, mask checkpoints."""
+    from tamt.pruning.config import PAPER_MASK_STEPS
+
+    paper = load_config("paper")
+    assert sorted(paper["tasks"]) == sorted(["cola", "mnli", "mrpc", "rte", "sst2", "stsb", "squad"])
+    assert paper["mask_seeds"] == [1, 2, 3] and paper["seeds"] == [1, 2, 3]
+    for method in ("tamt-mlm", "tamt-kd"):
+        assert {float(k): v for k, v in paper["mask_steps"][method].items()} == PAPER_MASK_STEPS[method]
+    assert paper["search"] == {"preset": "paper"} and paper["finetune"] == {"preset": "paper"}
+    _, fts = plan(paper)
+    assert len({(f.method, f.sparsity, f.mask_seed, f.task, f.seed) for f in fts}) == \
+        (1 + 5 * 5 * 3) * 7 * 3  # dense + 5 methods x 5 sparsities x 3 mask seeds, 7 tasks, 3 seeds
+    cost = load_config("paper-search-cost")
+    assert cost["checkpoint_budgets"] is True and "qqp" not in cost["tasks"]
+
+
+def test_mask_steps_and_checkpoint_budgets_reach_the_search(tmp_path, tiny, glue_dir):
+    model, tok = tiny
+    calls = []
+
+    def recording_search(model, method, sparsities, corpus, **kw):
+        calls.append((method, tuple(sparsities), kw.get("stop_at"), kw.get("steps")))
+        return fake_search(model, method, sparsities, corpus, **{k: v for k, v in kw.items() if k == "seed"})
+
+    cfg = {**_config(glue_dir), "methods": ["tamt-mlm"], "sparsities": [0.5, 0.7], "seeds": [0], "dense": False,
+           "mask_steps": {"tamt-mlm": {"0.5": 11, "0.7": 17}}, "finetune": {"max_steps": 1, "num_threads": 1}}
+    run_sweep(cfg, tmp_path / "m", model=model, tokenizer=tok, search_fn=recording_search,
+              pretrain_fn=fake_pretrain, progress=False, plots=False)
+    assert calls == [("tamt-mlm", (0.5,), 11, None), ("tamt-mlm", (0.7,), 17, None)]
+    calls.clear()
+    cfg = {**cfg, "mask_steps": {}, "sparsities": [0.7], "search_steps": {"tamt-mlm": [5, 9]},
+           "checkpoint_budgets": True}
+    run_sweep(cfg, tmp_path / "c", model=model, tokenizer=tok, search_fn=recording_search,
+              pretrain_fn=fake_pretrain, progress=False, plots=False)
+    assert calls == [("tamt-mlm", (0.7,), 5, None), ("tamt-mlm", (0.7,), 9, None)]
     bad = tmp_path / "bad.json"
     bad.write_text('{"methods": ["omp"],\n "x": }')
     with pytest.raises(ValueError, match="line 2"):

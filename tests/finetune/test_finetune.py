@@ -128,3 +128,34 @@ def test_cli_finetune_from_checkpoint_folder(tiny_dir, glue_dir, omp_mask, tmp_p
     out = json.loads((tmp_path / "o" / "result.json").read_text())
     assert [r["seed"] for r in out["per_seed"]] == [0, 1]
     assert out["sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_paper_preset_follows_the_reference_protocol():
+    """glue_trans.py / squad_trans.py: evaluate every 50 steps (MNLI 500, SQuAD 1,000), wd 0, no warm-up, clip
+    1.0, HF AdamW, 3 seeds; MNLI's reported number is the mismatched accuracy."""
+    for task in ("cola", "sst2", "mrpc", "stsb", "rte"):
+        c = FinetuneConfig.for_task(task, "paper")
+        assert (c.eval_every, c.weight_decay, c.warmup_ratio, c.max_grad_norm, c.optimizer, c.seeds) == \
+            (50, 0.0, 0.0, 1.0, "adamw-hf", (1, 2, 3))
+        assert c.select_metric is None
+    m = FinetuneConfig.for_task("mnli", "paper")
+    assert (m.eval_every, m.select_metric) == (500, "mismatched_accuracy")
+    q = FinetuneConfig.for_task("squad", "paper")
+    assert (q.eval_every, q.lr, q.batch_size, q.epochs) == (1000, 3e-5, 16, 2.0)
+    d = FinetuneConfig.for_task("mnli")
+    assert (d.optimizer, d.select_metric) == ("adamw", None)
+
+
+def test_mnli_best_checkpoint_follows_select_metric(tiny, glue_dir):
+    model, tok = tiny
+    r = tamt.finetune(model, None, "mnli", glue_dir, tokenizer=tok, max_steps=5, eval_every=1, lr=3e-3,
+                      select_metric="mismatched_accuracy", optimizer="adamw-hf", **FAST)
+    seed = r.per_seed[0]
+    hist = seed["history"]
+    assert len(hist) == 5 and {"matched_accuracy", "mismatched_accuracy"} <= set(hist[0])
+    best = max(hist, key=lambda h: h["mismatched_accuracy"])  # the first maximum, as a strict > keeps it
+    assert seed["best_step"] == best["step"]
+    assert seed["best"]["mismatched_accuracy"] == best["mismatched_accuracy"]
+    assert seed["best"]["matched_accuracy"] == best["matched_accuracy"]  # both reported at that checkpoint
+    with pytest.raises(ValueError, match="not a mnli metric"):
+        tamt.finetune(model, None, "mnli", glue_dir, tokenizer=tok, max_steps=1, select_metric="f1", **FAST)

@@ -47,3 +47,34 @@ def test_squad_normalisation_and_scores():
     # q1: EM 1, F1 1; q2: EM max(0, 0) = 0, F1 max(2*(1/2*1)/(1.5)=2/3, 2*(1/2*1/2)/1=0.5)=2/3; q3, q4 (missing): 0
     assert m["exact_match"] == pytest.approx(1 / 4)
     assert m["f1"] == pytest.approx((1 + 2 / 3) / 4)
+
+
+@pytest.mark.parametrize("text, normalised", [
+    ("The Eiffel Tower", "eiffel tower"),            # case, article
+    ("  New\tYork \n", "new york"),                  # whitespace collapsed
+    ("U.S.A.", "usa"),                               # ASCII punctuation removed (before the articles go)
+    ("the-end", "theend"),                           # ... so a hyphenated article is no longer a word
+    ("a.m.", "am"),
+    ("Anne and the man", "anne and man"),            # only whole-word articles
+    ("An  apple, a day!", "apple day"),
+    ("\u201cYes\u201d \u2014 he said", "\u201cyes\u201d \u2014 he said"),  # non-ASCII punctuation is kept
+    ("the", ""),
+])
+def test_squad_normalisation_matches_the_official_script(text, normalised):
+    """evaluate-v1.1.py: lower -> remove string.punctuation -> remove (a|an|the) -> collapse whitespace."""
+    assert normalize_answer(text) == normalised
+
+
+def test_squad_scores_official_edge_cases():
+    assert squad_exact_match("U.S.", "US") == 1.0
+    assert squad_exact_match("\u201cYes\u201d", "yes") == 0.0
+    assert squad_exact_match("a", "the") == 1.0 and squad_f1("a", "the") == 0.0  # both normalise to ''
+    assert squad_f1("the cat the cat", "cat") == pytest.approx(2 / 3)  # tokens counted with multiplicity
+    assert squad_f1("Denver Broncos won", "the Denver Broncos") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+    # several gold answers: EM and F1 take their maxima independently
+    golds = ["Broncos", "the Denver Broncos team"]
+    m = squad_metrics({"q": "Denver Broncos"}, {"q": golds})
+    assert m["exact_match"] == 0.0
+    assert m["f1"] == pytest.approx(max(2 * (1 / 2) * 1 / (1 / 2 + 1), 2 * 1 * (2 / 3) / (1 + 2 / 3)))
+    m = squad_metrics({"q": "broncos."}, {"q": golds})
+    assert m == {"exact_match": 1.0, "f1": 1.0}

@@ -281,3 +281,21 @@ def test_backend_auto_table_report_is_json():
     rep = _backend.auto_table()
     assert json.loads(json.dumps(rep))["gemm_plan_default"] == auto_table.DEFAULT_PLAN
     assert "gemm/cuda" in rep["preference"]
+
+
+def test_prepare_step_masks_skips_nm_modules():
+    """An N:M search module has no threshold to build a form from: the fused kernels select from the scores,
+    the other paths build their +-1 indicator per call; prepare_step_masks leaves it alone and the module
+    still computes the group top-N product under every plan."""
+    from tamt import nn as tnn
+    from tamt.ops.nm import nm_mask
+
+    torch.manual_seed(0)
+    lin = tnn.MaskedLinear.from_linear(torch.nn.Linear(16, 8), 0.5, mode="search")
+    lin.set_structure("2:4")
+    x = torch.randn(5, 16)
+    ref = torch.nn.functional.linear(x, torch.where(nm_mask(lin.scores.detach(), 2, 4), lin.weight, 0), lin.bias)
+    for form in ("auto", "materialize"):
+        with ops.use_mask_form(form):
+            assert tnn.prepare_step_masks(lin, tokens=5) == 0
+            torch.testing.assert_close(lin(x), ref)

@@ -186,7 +186,9 @@ def test_epochs_and_steps(tiny, tok, blocks):
 def test_omp_rank_init_starts_at_the_omp_mask_and_moves(tiny, tok, blocks):
     """score_init='omp-rank': step 0 is exactly OMP; training then changes the mask (KD objective)."""
     omp = tamt.search(tiny, "omp", 0.5, blocks, tokenizer=tok, **FAST).masks
-    start = tamt.search(tiny, "tamt-kd", 0.5, blocks, tokenizer=tok, steps=0, score_init="omp-rank", **FAST).masks
+    res = tamt.search(tiny, "tamt-kd", 0.5, blocks, tokenizer=tok, steps=1, save_masks_at=(0,), score_init="omp-rank",
+                      **FAST)  # (steps=0 is refused: it would label the starting mask as a TAMT result)
+    start = res.saved_at[0.5][0]["masks"]
     assert all(torch.equal(start[k], omp[k]) for k in omp)
     moved = tamt.search(tiny, "tamt-kd", 0.5, blocks, tokenizer=tok, steps=8, lr=3e-3, score_init="omp-rank",
                         **FAST).masks

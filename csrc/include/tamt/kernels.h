@@ -46,9 +46,12 @@ namespace cpu {
 // values of the input dtype (kFloat32 or kFloat64). first_hist, if non-null,
 // holds the nseg x 2^first_bits histogram of the top key digit of every
 // segment (as built by adamw_scores_step), which saves the first pass.
+// count_le, if non-null, receives per segment the number of entries whose key
+// is <= the threshold's key (= entries <= tau, except that -0.0 and +0.0 are
+// distinct keys), found for free by the select; -1 where k == 0 (not searched).
 void segmented_kth_smallest(int dtype, int64_t nseg, const int64_t* ptrs, const int64_t* sizes,
                             const int64_t* ks, void* out, const int64_t* first_hist,
-                            int first_bits);
+                            int first_bits, int64_t* count_le = nullptr);
 
 void pack_mask(const uint8_t* mask, int64_t n, uint8_t* packed);
 void unpack_mask(const uint8_t* packed, int64_t n, uint8_t* mask);
@@ -100,6 +103,10 @@ int adamw_scores_step(int64_t nseg, const int64_t* meta, int64_t total_blocks,
 
 const char* error_string(int code);
 int device_count();
+// Why device_count() may be 0: the cudaGetDeviceCount error (0 = none) and the runtime this module
+// links vs the driver's CUDA version (1000 * major + 10 * minor; a runtime newer than the driver
+// fails with cudaErrorInsufficientDriver).  out = {count, error, runtime_version, driver_version}.
+void device_query(int out[4]);
 
 }  // namespace cuda
 }  // namespace tamt
