@@ -103,6 +103,14 @@ PYBIND11_MODULE(_C, m) {
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(
+      "cpu_philox_dropout",
+      [](int64_t x, int64_t y, int64_t n, double p, uint64_t seed, bool force_scalar) {
+        tamt::cpu::philox_dropout(reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y), n, p, seed,
+                                  force_scalar);
+      },
+      py::arg("x"), py::arg("y"), py::arg("n"), py::arg("p"), py::arg("seed"), py::arg("force_scalar") = false,
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
       "cpu_adamw_scores_step",
       [](const std::vector<int64_t>& scores, const std::vector<int64_t>& grads, const std::vector<int64_t>& exp_avg,
          const std::vector<int64_t>& exp_avg_sq, const std::vector<int64_t>& sizes, double lr, double beta1,

@@ -49,6 +49,7 @@ __all__ = [
     "unpack_mask",
     "binarize_and_mask",
     "adamw_scores_step",
+    "philox_dropout",
     "key_histogram_reference",
     "DEFAULT_HIST_BITS",
     "BUILD_COMMAND",
@@ -311,8 +312,32 @@ def _adamw_impl(scores, grads, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weigh
     return hist
 
 
+def _dropout_impl(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    _C.cpu_philox_dropout(x.data_ptr(), y.data_ptr(), x.numel(), float(p), int(seed) & 0xFFFFFFFFFFFFFFFF)
+    return y
+
+
 def _register_ops() -> None:
     lib = "tamt_native"
+
+    @torch.library.custom_op(f"{lib}::philox_dropout", mutates_args=())
+    def _op_dropout(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+        return _dropout_impl(x, p, seed)
+
+    @_op_dropout.register_fake
+    def _(x, p, seed):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    def _dropout_setup(ctx, inputs, output):
+        ctx.p, ctx.seed = inputs[1], inputs[2]
+
+    def _dropout_backward(ctx, grad):
+        # the keep bits are a function of (seed, index): the same call on the gradient is the backward
+        return torch.ops.tamt_native.philox_dropout(grad, ctx.p, ctx.seed), None, None
+
+    _op_dropout.register_autograd(_dropout_backward, setup_context=_dropout_setup)
 
     @torch.library.custom_op(f"{lib}::segmented_kth_smallest", mutates_args=())
     def _op_select(scores: list[torch.Tensor], ks: list[int], first_hist: Optional[torch.Tensor], hist_bits: int) -> torch.Tensor:
@@ -561,6 +586,22 @@ def adamw_scores_step(
     return torch.ops.tamt_native.adamw_scores_step(
         scores, grads, exp_avg, exp_avg_sq, float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), int(step), int(hist_bits)
     )
+
+
+def philox_dropout(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """``x * keep / (1 - p)`` with keep bits from Philox4x32-10 keyed by ``seed``
+    (float32 CPU tensors; differentiable: the backward regenerates the same
+    bits). A pure function of (seed, element index) -- the layout is in
+    csrc/cpu/dropout.cpp; ``tamt.nn.dropout`` draws the seeds from torch's
+    generator."""
+    if not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"philox_dropout: p must be in [0, 1), got {p}")
+    if x.dtype != torch.float32:
+        raise TypeError(f"philox_dropout: float32 only, got {x.dtype}")
+    if x.device.type != "cpu":
+        raise ValueError(f"philox_dropout: a CPU kernel, got a tensor on {x.device} (torch's dropout is fused there)")
+    _require(x.device)
+    return torch.ops.tamt_native.philox_dropout(x, float(p), int(seed))
 
 
 def key_histogram_reference(t: torch.Tensor, hist_bits: int = DEFAULT_HIST_BITS) -> torch.Tensor:

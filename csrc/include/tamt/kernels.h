@@ -69,6 +69,11 @@ void adamw_scores_step(int64_t nseg, const int64_t* scores, const int64_t* grads
                        const int64_t* exp_avg, const int64_t* exp_avg_sq, const int64_t* sizes,
                        const AdamWScalars& hp, int64_t* hist, int hist_bits);
 
+// y = x * keep / (1 - p), keep_i = (Philox4x32-10 word of element i >= p * 2^32),
+// a pure function of (seed, i): calling it on dy with the same seed is the
+// backward pass (csrc/cpu/dropout.cpp). x and y may alias.
+void philox_dropout(const float* x, float* y, int64_t n, double p, uint64_t seed, bool force_scalar = false);
+
 int num_threads();
 
 }  // namespace cpu
