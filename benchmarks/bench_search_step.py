@@ -243,6 +243,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-blocks", type=int, default=400)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--compile", default="none", help="tamt's SearchConfig.compile (the anchor stays eager)")
+    ap.add_argument("--torch-dropout", action="store_true",
+                    help="tamt with torch's CPU dropout (SearchConfig.fast_dropout=False), as the anchor: isolates "
+                         "what the rest of the step gains")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/search-step-cpu-<date>.json)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -255,7 +258,8 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
     cfg = build_config("tamt-kd", args.sparsity, steps=100_000, batch_size=args.batch_size,
                        block_size=args.block_size, threshold_mode="exact", max_blocks=args.max_blocks,
-                       progress=False, tensorboard=False, device="cpu", compile=args.compile)
+                       progress=False, tensorboard=False, device="cpu", compile=args.compile,
+                       fast_dropout=not args.torch_dropout)
     ctx = make_context(args.model, args.corpus, cfg)
     searcher = Searcher(ctx, cfg, sparsity=args.sparsity)
     anchor = AnchorStep(searcher)
@@ -346,6 +350,7 @@ def main(argv=None) -> int:
         "step_s": times, "median_s": {"tamt": med["tamt"], "anchor": med["anchor"], "anchor_with_reset": anchor_total},
         "anchor_reset_s": reset_s, "ratio": ratio, "target": TARGET, "verdict": verdict,
         "cpu_step_s": cpu_times, "cpu_median_s": cpu_med, "cpu_ratio": cpu_ratio, "compile": args.compile,
+        "fast_dropout": cfg.fast_dropout,
         "phases_median_cpu_s": ph, "phase_steps": args.phase_steps,
     }, indent=2))
     print(f"wrote {out}")

@@ -55,6 +55,8 @@ def register(subparsers) -> None:
                         "seeds 1,2,3); 'cpu-small': cheap CPU runs")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--torch-dropout", action="store_true",
+                   help="CPU: torch's dropout instead of tamt's Philox kernel (same distribution, slower)")
     p.add_argument("--save-model", action="store_true", help="save the fine-tuned model (mask baked in) under --out")
     p.add_argument("--ignore-fingerprint", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -83,6 +85,8 @@ def _finetune(args) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.threads:
         overrides["num_threads"] = args.threads
+    if args.torch_dropout:
+        overrides["fast_dropout"] = False
     res = ft.finetune(args.model, None if args.mask == "none" else args.mask, args.task, args.data,
                       train_size=args.train_size, epochs=args.epochs, seeds=args.seeds, out=args.out,
                       preset=args.preset, save_model=args.save_model or None,

@@ -69,6 +69,9 @@ def register(subparsers) -> None:
     o.add_argument("--head-fit-steps", type=int, default=None,
                    help="steps of dense head-only fitting for checkpoints without an MLM head")
     o.add_argument("--no-dropout", action="store_true", help="train the student without dropout")
+    o.add_argument("--torch-dropout", action="store_true",
+                   help="CPU: torch's dropout instead of tamt's Philox kernel (same distribution, ~15x slower; "
+                        "the reference's random stream)")
     f = p.add_argument_group(
         "reference-code fidelity",
         "what --preset paper sets to reproduce the authors' code (README 'Paper fidelity'); the defaults keep "
@@ -190,6 +193,8 @@ def _search(args) -> int:
         config["reset_steps"] = tuple(args.reset_steps)
     if args.no_dropout:
         config["dropout"] = False
+    if args.torch_dropout:
+        config["fast_dropout"] = False
     if args.no_progress:
         config["progress"] = False
     if args.keep_checkpoint:

@@ -220,6 +220,10 @@ def train_one_seed(
     mask_info = {"sparsity": 0.0, "masked_params": 0}
     if mask is not None:
         mask_info = apply_fixed_mask(model, mask, **(mask_kwargs or {}))
+    if cfg.fast_dropout and device.type == "cpu":
+        from tamt.nn import dropout as fast_dropout
+
+        fast_dropout.install(model)  # torch's CPU dropout is a large part of a CPU step (tamt/nn/dropout.py)
     model.train()
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -303,6 +307,10 @@ def train_one_seed(
     nonzero = count_pruned_nonzero(model) if mask is not None else 0
     if nonzero:
         raise RuntimeError(f"{nonzero} pruned weights became non-zero during fine-tuning (mask not fixed)")
+    if cfg.fast_dropout and device.type == "cpu":
+        from tamt.nn import dropout as fast_dropout
+
+        fast_dropout.uninstall(model)  # the returned / saved model is a plain transformers model
     if cfg.save_model and out is not None:
         save_task_model(model, tokenizer, Path(out) / f"seed{seed}" / "model")
     return {"seed": seed, "best": best, "best_step": best_step, "final": final, "steps": total,

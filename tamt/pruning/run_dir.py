@@ -84,13 +84,19 @@ def _plain(d: dict) -> dict:
 
 _MISSING = object()
 
+# fields added after runs were written whose default changed the behaviour: an old run.json without
+# them ran with the value here, not with today's default (so resuming it with the default is a change)
+LEGACY_VALUES = {"fast_dropout": False}
+
 
 def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(field, old, new) for every result-changing field that differs between two config dicts.
 
     A field missing on one side (a run written before the field existed)
     counts as its default for the method, so adding a field with a default
-    that keeps the old behaviour does not invalidate older runs.
+    that keeps the old behaviour does not invalidate older runs.  Fields whose
+    default changed the behaviour (:data:`LEGACY_VALUES`) count as the value
+    the older run really used.
     """
     old, new = _plain(old), _plain(new)
     method = new.get("method", old.get("method", "tamt-mlm"))
@@ -102,7 +108,8 @@ def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     for key in sorted(set(old) | set(new)):
         if key in HARMLESS:
             continue
-        a, b = old.get(key, defaults.get(key, _MISSING)), new.get(key, defaults.get(key, _MISSING))
+        a = old.get(key, LEGACY_VALUES.get(key, defaults.get(key, _MISSING)))
+        b = new.get(key, defaults.get(key, _MISSING))
         if a != b:
             out.append((key, a, b))
     return out

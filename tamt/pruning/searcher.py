@@ -89,6 +89,10 @@ class Searcher:
         self.mask_dir = Path(mask_dir) if mask_dir is not None else self.run_dir
         self.device = self._pick_device()
         self.model = copy.deepcopy(context.model).to(self.device)
+        if self.config.fast_dropout and self.config.dropout and self.device.type == "cpu":
+            from tamt.nn import dropout as fast_dropout
+
+            fast_dropout.install(self.model)  # torch's CPU dropout was a third of a step (tamt/nn/dropout.py)
         self.strategy = make_strategy(self)
         self.strategy.setup()
         if not masked_modules(self.model):

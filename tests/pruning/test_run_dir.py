@@ -148,6 +148,15 @@ def test_fields_missing_from_an_older_run_count_as_their_defaults():
         == ["tie_break"]
 
 
+def test_a_field_whose_default_changed_behaviour_counts_as_its_legacy_value():
+    # runs written before the Philox CPU dropout existed drew torch's dropout: resuming them with the
+    # new default (fast_dropout=True) would mix two random streams, so it is a change
+    old = SearchConfig(**BASE).resolved().to_dict()
+    old.pop("fast_dropout")
+    assert [k for k, _, _ in config_differences(old, SearchConfig(**BASE).resolved().to_dict())] == ["fast_dropout"]
+    assert config_differences(old, SearchConfig(**BASE, fast_dropout=False).resolved().to_dict()) == []
+
+
 def test_model_and_corpus_identity_are_compared():
     cfg = SearchConfig(**BASE)
     corpus = {"spec": "a.txt", "train_blocks": 10, "validation_blocks": 2, "sample_sha": "abc"}
