@@ -21,7 +21,9 @@ def _fmt_key(v):
 
 
 def aggregate(rows: Sequence[dict], metrics: Sequence[str], keys: Sequence[str] = CELL_KEYS) -> list[dict]:
-    """Group ``rows`` by ``keys``; for each metric the mean, std (population) and n over the group."""
+    """Group ``rows`` by ``keys``; for each metric the mean, the sample std (ddof=1) and n over the group.
+
+    One value has no spread: its std is NaN (printed as "1 run", never "± 0.00")."""
     groups: "OrderedDict[tuple, list[dict]]" = OrderedDict()
     for r in rows:
         groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
@@ -32,7 +34,7 @@ def aggregate(rows: Sequence[dict], metrics: Sequence[str], keys: Sequence[str] 
         for m in metrics:
             vals = [float(r[m]) for r in rs if r.get(m) is not None and not _isnan(r.get(m))]
             rec[f"{m}_mean"] = float(np.mean(vals)) if vals else float("nan")
-            rec[f"{m}_std"] = float(np.std(vals)) if vals else float("nan")
+            rec[f"{m}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
         out.append(rec)
     return out
 
@@ -73,6 +75,8 @@ def write_json(obj, path) -> None:
 def pm(mean, std, scale=100.0, digits=2) -> str:
     if _isnan(mean):
         return "-"
+    if std is None or _isnan(std):
+        return f"{scale * mean:.{digits}f} (1 run)"
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 

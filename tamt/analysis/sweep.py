@@ -22,8 +22,16 @@ A sweep config (JSON, or YAML when PyYAML is installed)::
       "mask_steps": {},                   # the paper's masks: {"tamt-mlm": {"0.5": 11000, ...}} - each sparsity
                                           # searched on its own, its mask taken at that step of the full run
       "pretrain_eval": {"batches": 10},   # tamt.evaluate_pretraining options, or false
-      "finetune": {"preset": "cpu-small", "epochs": 1}     # tamt.finetune options
+      "finetune": {"preset": "cpu-small", "epochs": 1},    # tamt.finetune options
+      "finetune_methods": null,           # fine-tune only these methods' masks (null: all; dense follows "dense")
+      "finetune_sparsities": null,        # ... and only at these sparsities (null: all)
+      "dense_gate": {}                    # {"nli": 0.45}: a task whose dense mean score is below the gate is left
+                                          # out (its other cells are not run; the report says why)
     }
+
+A TAMT search whose ``search`` options set ``eval_every`` records its held-out
+curve (step, search time, MLM/KD loss) in its cell: the data of the
+time-to-quality comparison (``tamt.analysis.search_cost``).
 
 Layout of ``out``: ``masks/`` (mask files), ``cells/`` (one JSON per finished
 search / fine-tuning run, written atomically), ``results.csv`` and
@@ -54,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "sparsities": [0.5, 0.7], "dense": True, "mask_seeds": [0], "tasks": ["sst2"], "data": "hub",
     "seeds": [0], "train_sizes": [None], "search": {}, "search_by_method": {}, "search_steps": None,
     "pretrain_eval": {}, "finetune": {}, "name": "sweep", "mask_steps": {}, "checkpoint_budgets": False,
+    "finetune_methods": None, "finetune_sparsities": None, "dense_gate": {},
 }
 
 
@@ -153,7 +162,12 @@ def plan(cfg: dict) -> tuple[list[SearchCell], list[FinetuneCell]]:
             for b in mb:
                 searches.append(SearchCell(method, tuple(cfg["sparsities"]), int(ms), b))
                 variants += [(method, s, int(ms), b) for s in cfg["sparsities"]]
+    ft_methods, ft_sparsities = cfg.get("finetune_methods"), cfg.get("finetune_sparsities")
     for method, s, ms, b in variants:
+        if method != "dense" and ft_methods is not None and method not in ft_methods:
+            continue
+        if method != "dense" and ft_sparsities is not None and not any(abs(s - float(x)) < 1e-9 for x in ft_sparsities):
+            continue
         for task in cfg["tasks"]:
             sizes = cfg["train_sizes"]
             if isinstance(sizes, dict):
@@ -182,12 +196,17 @@ def _mask_step(cfg: dict, method: str, s: float) -> int | None:
 class _Runner:
     """Holds the lazily created model / search context shared by the cells of one sweep."""
 
-    def __init__(self, cfg, out, *, model=None, tokenizer=None, search_fn=None, pretrain_fn=None, finetune_fn=None):
+    def __init__(self, cfg, out, *, model=None, tokenizer=None, search_fn=None, pretrain_fn=None, finetune_fn=None,
+                 context=None):
         self.cfg, self.out = cfg, out
         self.model = model if model is not None else cfg["model"]
         self.tokenizer = tokenizer
         self.search_fn, self.pretrain_fn, self.finetune_fn = search_fn, pretrain_fn, finetune_fn
-        self._context = None
+        self._context = context
+        if context is not None and model is None:  # one loaded model for every cell (fine-tuning copies it)
+            from tamt.nn import base_model
+
+            self.model, self.tokenizer = base_model(context.model), tokenizer or context.tokenizer
 
     def context(self, method: str):
         if self._context is None:
@@ -221,6 +240,14 @@ class _Runner:
         kw = self._search_kwargs(cell.method, cell.budget)
         kw.setdefault("seed", cell.mask_seed)
         kw.setdefault("progress", False)
+        curves: dict[float, list] = {}
+        if kw.get("eval_every") and cell.method.startswith("tamt"):
+            def record(srch, event, p):
+                if event == "eval":
+                    curves.setdefault(srch.sparsity, []).append({
+                        "step": p["step"], "search_s": p["time"], "mlm_loss": p.get("eval_mlm_loss"),
+                        "mlm_accuracy": p.get("eval_mlm_accuracy"), "kd_loss": p.get("eval_kd_loss")})
+            kw["callbacks"] = [record]
         steps = {s: _mask_step(self.cfg, cell.method, s) for s in cell.sparsities} if cell.budget is None else {}
         if any(v is not None for v in steps.values()):
             # the paper's masks: one run per sparsity, ended at (and masked from) its checkpoint step
@@ -245,6 +272,14 @@ class _Runner:
             save_mask(cell.mask_path(self.out, s), m, {"method": cell.method, "sparsity": s, "seed": cell.mask_seed,
                                                        "step": timing.get("steps")})
             info[_tag(s)] = {"search_steps": timing.get("steps"), "search_s": timing.get("search_s")}
+            curve = _lookup(curves, s)
+            if curve:
+                seen, uniq = set(), []
+                for p in curve:  # the last step is evaluated twice (its interval and the run's end)
+                    if p["step"] not in seen:
+                        seen.add(p["step"])
+                        uniq.append(p)
+                info[_tag(s)]["curve"] = uniq
         return info
 
     def pretrain(self, mask) -> dict:
@@ -296,7 +331,7 @@ def _read_cell(path: Path) -> dict | None:
 def run_sweep(config, out, *, resume: bool = True, model=None, tokenizer=None, search_fn: Callable | None = None,
               pretrain_fn: Callable | None = None, finetune_fn: Callable | None = None,
               on_cell_done: Callable[[str, dict], None] | None = None, progress: bool = True,
-              plots: bool = True) -> "SweepResult":
+              plots: bool = True, context=None) -> "SweepResult":
     """Run (or continue) a sweep; returns the table. See the module docstring for the config.
 
     ``model``/``tokenizer`` override the config's model with loaded objects. ``search_fn``,
@@ -304,6 +339,8 @@ def run_sweep(config, out, *, resume: bool = True, model=None, tokenizer=None, s
     ``tamt.finetune`` (same call signatures). ``on_cell_done(cell_id, record)`` is called after each cell
     is written (e.g. to stop a sweep on purpose in a test).  ``resume=False`` ignores finished cells.
     ``out`` is locked while the sweep runs: a second sweep into it is refused with the first one's pid.
+    ``context``: a ready :class:`tamt.pruning.context.SearchContext` (model, tokenizer, corpus, fitted head)
+    shared by every cell.
     """
     from tamt.io import check_output_dir, folder_lock
 
@@ -314,7 +351,7 @@ def run_sweep(config, out, *, resume: bool = True, model=None, tokenizer=None, s
             _check_cell_settings(out, cfg)
         return _run_sweep(cfg, out, resume=resume, model=model, tokenizer=tokenizer, search_fn=search_fn,
                           pretrain_fn=pretrain_fn, finetune_fn=finetune_fn, on_cell_done=on_cell_done,
-                          progress=progress, plots=plots)
+                          progress=progress, plots=plots, context=context)
 
 
 # what every finished cell depends on; the lists (methods, sparsities, tasks, seeds, ...) name the cells and may grow
@@ -340,12 +377,12 @@ def _check_cell_settings(out: Path, cfg: dict) -> None:
 
 
 def _run_sweep(cfg: dict, out: Path, *, resume, model, tokenizer, search_fn, pretrain_fn, finetune_fn, on_cell_done,
-               progress, plots) -> "SweepResult":
+               progress, plots, context=None) -> "SweepResult":
     (out / "cells").mkdir(parents=True, exist_ok=True)
     write_json(cfg, out / "config.json")
     searches, fts = plan(cfg)
     runner = _Runner(cfg, out, model=model, tokenizer=tokenizer, search_fn=search_fn, pretrain_fn=pretrain_fn,
-                     finetune_fn=finetune_fn)
+                     finetune_fn=finetune_fn, context=context)
     total = len(searches) + len(fts) + (1 if cfg["dense"] else 0)
     bar = None
     if progress:
@@ -375,7 +412,9 @@ def _run_sweep(cfg: dict, out: Path, *, resume, model, tokenizer, search_fn, pre
         if rec is None:
             if bar is not None:
                 bar.set_description("pre-training eval: dense")
+            t0 = time.perf_counter()
             rec = {"id": cid, "pretrain": runner.pretrain(None)}
+            rec["eval_s"] = time.perf_counter() - t0
             _write_cell(out / "cells" / f"{cid}.json", rec)
             done(cid, rec)
         pretrain[("dense", 0.0, 0, None)] = rec["pretrain"]
@@ -387,11 +426,13 @@ def _run_sweep(cfg: dict, out: Path, *, resume, model, tokenizer, search_fn, pre
                 bar.set_description(f"search {sc.method} m{sc.mask_seed} b{_tag(sc.budget)}")
             t0 = time.perf_counter()
             info = runner.search(sc)
+            t1 = time.perf_counter()
             pre = {}
             for s in sc.sparsities:
                 pre[_tag(s)] = runner.pretrain(str(sc.mask_path(out, s)))
             rec = {"id": sc.id, "method": sc.method, "mask_seed": sc.mask_seed, "budget": sc.budget,
-                   "search": info, "pretrain": pre, "wall_s": time.perf_counter() - t0}
+                   "search": info, "pretrain": pre, "wall_s": time.perf_counter() - t0,
+                   "search_wall_s": t1 - t0, "eval_s": time.perf_counter() - t1}
             _write_cell(out / "cells" / f"{sc.id}.json", rec)
             done(sc.id, rec)
         for s in sc.sparsities:
@@ -399,9 +440,19 @@ def _run_sweep(cfg: dict, out: Path, *, resume, model, tokenizer, search_fn, pre
             pretrain[key] = rec["pretrain"].get(_tag(s), {})
             search_info[key] = rec["search"].get(_tag(s), {})
 
-    # 2) fine-tuning
-    rows = []
+    # 2) fine-tuning; the dense cells come first, so a task the dense model does not learn is gated out
+    rows, gated = [], {}
+    dense_scores: dict[str, list] = {}
     for fc in fts:
+        gate = (cfg.get("dense_gate") or {}).get(fc.task)
+        if fc.method != "dense" and gate is not None and fc.task not in gated:
+            mean = float(np.mean(dense_scores[fc.task])) if dense_scores.get(fc.task) else None
+            if mean is not None and mean < float(gate):
+                gated[fc.task] = {"dense_score": mean, "gate": float(gate)}
+        if fc.method != "dense" and fc.task in gated:
+            if bar is not None:
+                bar.update(1)
+            continue
         rec = cached(fc.id)
         if rec is None:
             if bar is not None:
@@ -420,6 +471,8 @@ def _run_sweep(cfg: dict, out: Path, *, resume, model, tokenizer, search_fn, pre
                "mask_seed": fc.mask_seed, "task": fc.task, "train_size": fc.train_size, "seed": fc.seed}
         best, final = rec["metrics"]["best"], rec["metrics"]["final"]
         row["score"] = best.get("score", float(np.mean(list(best.values()))))
+        if fc.method == "dense":
+            dense_scores.setdefault(fc.task, []).append(row["score"])
         row["final_score"] = final.get("score", float(np.mean(list(final.values()))))
         row.update({f"best_{k}": v for k, v in best.items() if k != "score"})
         row.update({f"final_{k}": v for k, v in final.items() if k != "score"})
@@ -431,6 +484,7 @@ def _run_sweep(cfg: dict, out: Path, *, resume, model, tokenizer, search_fn, pre
         bar.set_description("report")
         bar.close()
     result = SweepResult(cfg, rows, out)
+    result.gated = gated
     result.write(plots=plots)
     return result
 
@@ -446,6 +500,7 @@ class SweepResult:
         self.metrics = metrics
         self.summary = aggregate(rows, metrics, CELL_KEYS)
         self.correlations: dict = {}
+        self.gated: dict = {}  # task -> {"dense_score", "gate"}: left out because the dense model did not learn it
 
     def table(self, metric: str = "score") -> tuple[list[str], list[list[str]]]:
         keys = ("method", "sparsity") if len({r["train_size"] for r in self.rows}) <= 1 else \
@@ -510,6 +565,10 @@ class SweepResult:
         lines.append(f"Model `{self.cfg['model']}`, corpus `{self.cfg['corpus']}`, data `{self.cfg['data']}`; "
                      f"{len(self.rows)} fine-tuning runs. Scores x100, mean ± std over fine-tuning (and mask) seeds; "
                      "`score` is the best dev score (mean of the task's metrics), the paper's protocol.")
+        for task, g in self.gated.items():
+            lines += ["", f"**{task} left out**: the dense model reached {100 * g['dense_score']:.1f} (< the gate "
+                      f"{100 * g['gate']:.1f}), so this budget does not teach the task and its subnetworks were not "
+                      "fine-tuned."]
         lines += ["", "## Best-dev score", "", markdown_table(*self.table("score")), ""]
         lines += ["## Final score (end of training)", "", markdown_table(*self.table("final_score")), ""]
         if "mnli" in self.cfg.get("tasks", []):
