@@ -6,7 +6,7 @@ import json
 import sys
 
 from tamt.pruning.compiled import COMPILE_MODES
-from tamt.pruning.config import (IMP_REWIND, IMP_ROUNDING, IMP_SCHEDULES, INITIAL_THRESHOLDS, KD_DATA, KD_POSITIONS,
+from tamt.pruning.config import (HEAD_TRAIN, IMP_REWIND, IMP_ROUNDING, IMP_SCHEDULES, INITIAL_THRESHOLDS, KD_DATA, KD_POSITIONS,
                                   METHODS, OPTIMIZERS, PRESETS, SCORE_INITS, THRESHOLD_MODES)
 
 _PRESET_HELP = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items() if a != "save_masks_at")
@@ -113,6 +113,9 @@ def register(subparsers) -> None:
     f.add_argument("--imp-rounding", choices=IMP_ROUNDING, default=None,
                    help="IMP prune count: total = floor(level*n) after each round; per-round = torch prune's "
                         "round(survivors/(10-r)) (the reference)")
+    f.add_argument("--head-train", choices=HEAD_TRAIN, default=None,
+                   help="MLM head during TAMT-MLM: train (the paper's co-training), frozen, or auto (default: train "
+                        "when the checkpoint has an MLM head, frozen when tamt fitted one for a head-less checkpoint)")
     f.add_argument("--stop-at", type=int, default=None,
                    help="end after this step but keep the lr schedule of the full --steps/--epochs run (the paper's "
                         "masks are checkpoints of 2-epoch runs, e.g. step 17000 for s=0.7)")
@@ -176,7 +179,7 @@ _OPTS = ["lr", "head_lr", "weight_decay", "batch_size", "block_size", "grad_clip
          "reset_interval", "score_init", "imp_interval", "head_fit_steps", "eval_every", "eval_batches",
          "checkpoint_every", "max_blocks", "device", "amp", "seed", "validation_fraction",
          "optimizer", "adam_eps", "initial_threshold", "t0", "reset_offset", "reset_at_epoch_end", "tie_break",
-         "kd_data", "kd_positions", "teacher_dropout", "imp_rewind", "imp_schedule", "imp_rounding", "stop_at",
+         "kd_data", "kd_positions", "teacher_dropout", "imp_rewind", "imp_schedule", "imp_rounding", "stop_at", "head_train",
          "structure", "embedding_structure", "calibration_blocks", "compile"]
 
 

@@ -48,6 +48,8 @@ KD_POSITIONS = ("tokens", "all")
 IMP_REWIND = ("all", "encoder", "none")
 IMP_SCHEDULES = ("round", "run")
 IMP_ROUNDING = ("total", "per-round")
+HEAD_TRAIN = ("auto", "train", "frozen")
+EVAL_OBJECTIVES = ("both", "own")
 
 _METHOD_DEFAULTS = {
     "tamt-mlm": dict(lr=5e-5, weight_decay=0.0, reset_interval=1000),
@@ -101,6 +103,10 @@ class SearchConfig:
     epochs: float | None = None
     lr: float | None = None  # scores (TAMT) or weights (IMP); None = the paper's value for the method
     head_lr: float | None = None  # MLM head during TAMT-MLM; None = 5e-5 (the paper's lr)
+    head_train: str = "auto"  # MLM head during TAMT-MLM(-KD): 'train' = the paper's co-training; 'frozen'; 'auto' =
+    #                           'train' for checkpoints with a pre-trained MLM head, 'frozen' for head-less ones
+    #                           (their head is a dense fit: co-training it lets the mask learn to serve a weak head
+    #                           instead of preserving the pre-trained model; issue 11, README "head-less checkpoints")
     weight_decay: float | None = None
     batch_size: int = 16
     block_size: int = 128  # the paper uses 512
@@ -126,6 +132,8 @@ class SearchConfig:
     seed: int = 0
     eval_every: int | None = None
     eval_batches: int | None = 20  # held-out batches per evaluation (None = the whole validation split)
+    eval_objectives: str = "both"  # held-out losses of the evaluations during search: 'both' (MLM and KD) or 'own'
+    #                                 (the method's objective only: half the forwards; tamt-kd -> KD, imp/tamt-mlm -> MLM)
     eval_batch_size: int | None = None
     save_masks_at: tuple = ()
     checkpoint_every: int | None = None
@@ -212,7 +220,8 @@ class SearchConfig:
     def _check_fidelity_options(self) -> None:
         for name, allowed in (("optimizer", OPTIMIZERS), ("initial_threshold", INITIAL_THRESHOLDS),
                               ("kd_data", KD_DATA), ("kd_positions", KD_POSITIONS), ("imp_rewind", IMP_REWIND),
-                              ("imp_schedule", IMP_SCHEDULES), ("imp_rounding", IMP_ROUNDING)):
+                              ("imp_schedule", IMP_SCHEDULES), ("imp_rounding", IMP_ROUNDING),
+                              ("head_train", HEAD_TRAIN), ("eval_objectives", EVAL_OBJECTIVES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         self.reset_steps = tuple(sorted({int(s) for s in self.reset_steps}))

@@ -248,17 +248,30 @@ def prepare(model, corpus, *, tokenizer=None, block_size: int = 128, validation_
 
 
 def _head_key(ctx: SearchContext, steps: int, lr: float, batch_size: int, seed: int) -> str:
-    payload = json.dumps([ctx.info["fingerprint"], steps, lr, batch_size, seed, len(ctx.train)])
+    from .run_dir import corpus_identity
+
+    corpus = corpus_identity(ctx.train, ctx.validation)  # the blocks it is fitted on, not just their count
+    payload = json.dumps([ctx.info["fingerprint"], steps, lr, batch_size, seed, len(ctx.train),
+                          corpus["sample_sha"], len(ctx.train[0]["input_ids"])])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def head_cache_dir() -> Path:
+    """``<tamt cache>/mlm-heads``: fitted heads of head-less checkpoints, one file per model/corpus/options key."""
+    from tamt.data.assets import cache_root
+
+    return cache_root() / "mlm-heads"
 
 
 def fit_head(ctx: SearchContext, *, steps: int, lr: float, batch_size: int, seed: int,
              cache_dir: str | os.PathLike | None = None, progress: bool = False) -> None:
     """Fit the freshly initialised MLM head densely (encoder frozen) on the training blocks.
 
-    The result is cached as ``<cache_dir>/mlm_head.pt`` keyed by the model
-    fingerprint and the fitting options, so every mask of a run is evaluated
-    with the same head.  No-op for checkpoints that have a trained head.
+    The result is cached as ``<cache_dir>/mlm_head.pt`` (a run folder) and in
+    the tamt cache (:func:`head_cache_dir`), keyed by the model fingerprint,
+    the corpus blocks and the fitting options, so every mask of a run is
+    evaluated with the same head and a later run with the same key loads it
+    instead of fitting again.  No-op for checkpoints that have a trained head.
     """
     from tamt.nn import base_model
 
@@ -266,15 +279,23 @@ def fit_head(ctx: SearchContext, *, steps: int, lr: float, batch_size: int, seed
         return
     key = _head_key(ctx, steps, lr, batch_size, seed)
     params = mlm_head_parameters(ctx.model)
-    cache = Path(cache_dir) / "mlm_head.pt" if cache_dir is not None else None
-    if cache is not None and cache.is_file():
-        blob = torch.load(cache, map_location="cpu", weights_only=True)
-        if blob.get("key") == key:
+    shared = head_cache_dir() / f"{key}.pt"
+    caches = ([Path(cache_dir) / "mlm_head.pt"] if cache_dir is not None else []) + [shared]
+    for cache in caches:
+        try:
+            blob = torch.load(cache, map_location="cpu", weights_only=True) if cache.is_file() else None
+        except Exception as e:  # a torn or foreign file is only a cache miss
+            log.warning("ignoring the unreadable MLM head cache %s (%s)", cache, e)
+            blob = None
+        if blob is not None and blob.get("key") == key and set(blob.get("state", {})) == {n for n, _ in params}:
             with torch.no_grad():
                 for n, p in params:
                     p.copy_(blob["state"][n])
             ctx.info["head_fit_steps"] = steps
+            ctx.info["head_cached"] = str(cache)
             log.info("loaded the fitted MLM head from %s", cache)
+            if cache is shared and cache_dir is not None:
+                _save_head(caches[0], key, params)
             return
     device = ctx.model.get_input_embeddings().weight.device
     enc = base_model(ctx.model)
@@ -305,11 +326,19 @@ def fit_head(ctx: SearchContext, *, steps: int, lr: float, batch_size: int, seed
     for _, p in params:
         p.grad = None
     ctx.info["head_fit_steps"] = steps
-    if cache is not None:
-        from tamt.io import atomic_path
+    for cache in caches:
+        try:
+            _save_head(cache, key, params)
+        except OSError as e:  # a read-only cache costs a refit next time, nothing else
+            log.warning("could not cache the fitted MLM head in %s (%s)", cache, e)
 
-        with atomic_path(cache) as tmp:
-            torch.save({"key": key, "state": {n: p.detach().cpu() for n, p in params}}, tmp)
+
+def _save_head(path: Path, key: str, params) -> None:
+    from tamt.io import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"key": key, "state": {n: p.detach().cpu() for n, p in params}}, tmp)
 
 
 # ---------------------------------------------------------------------------

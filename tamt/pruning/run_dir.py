@@ -86,7 +86,7 @@ _MISSING = object()
 
 # fields added after runs were written whose default changed the behaviour: an old run.json without
 # them ran with the value here, not with today's default (so resuming it with the default is a change)
-LEGACY_VALUES = {"fast_dropout": False}
+LEGACY_VALUES = {"fast_dropout": False, "head_train": "train"}
 
 
 def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:

@@ -331,6 +331,12 @@ class Searcher:
         return self._finished
 
     # -- evaluation ---------------------------------------------------------------
+    def _eval_objectives(self) -> tuple[str, ...]:
+        if self.config.eval_objectives == "both":
+            return ("mlm", "kd")
+        m = self.config.method
+        return ("mlm", "kd") if m == "tamt-mlm-kd" else ("kd",) if m == "tamt-kd" else ("mlm",)
+
     def evaluate_now(self, final: bool = False) -> dict:
         from .api import evaluate_context
 
@@ -338,7 +344,7 @@ class Searcher:
         t = time.perf_counter()
         res = evaluate_context(self.ctx, self.model, batches=self.config.eval_batches,
                                batch_size=self.config.eval_batch_size or self.config.batch_size,
-                               seed=self.config.seed, device=self.device, objectives=("mlm", "kd"))
+                               seed=self.config.seed, device=self.device, objectives=self._eval_objectives())
         row = {"step": self.step_count, "time": round(self.elapsed, 4), "eval_time": time.perf_counter() - t,
                **{f"eval_{k}": v for k, v in res.items()}}
         self._log(row)

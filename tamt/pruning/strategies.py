@@ -135,15 +135,22 @@ class TamtStrategy(Strategy):
                            t0=self.cfg.t0)
         self.schedule = ThresholdSchedule(self.cfg, len(self.s.ctx.train) // self.cfg.batch_size)
         self.schedule.start(self.model)
-        if "mlm" in self.objective:
+        if self.trains_head:
             for _, p in mlm_head_parameters(self.model):
                 p.requires_grad_(True)
+
+    @property
+    def trains_head(self) -> bool:
+        """Co-train the MLM head with the mask (the paper), unless it is frozen (see SearchConfig.head_train)."""
+        if "mlm" not in self.objective or self.cfg.head_train == "frozen":
+            return False
+        return self.cfg.head_train == "train" or not self.s.ctx.info.get("head_initialised")
 
     def param_groups(self) -> list[dict]:
         cfg = self.cfg
         scores = [m.scores for _, m in masked_modules(self.model)]
         groups = [{"params": scores, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "scores"}]
-        if "mlm" in self.objective:
+        if self.trains_head:
             head = [p for _, p in mlm_head_parameters(self.model)]
             groups.append({"params": head, "lr": cfg.head_lr, "weight_decay": 0.0, "name": "mlm_head"})
         return groups
