@@ -45,6 +45,7 @@ class FinetuneConfig:
     select_metric: str | None = None      # dev metric the best checkpoint is chosen by; None = the task's main one
     optimizer: str = "adamw"              # 'adamw' (torch) or 'adamw-hf' (the reference's HF AdamW), tamt.optim
     device: str | None = None             # None: cuda when available else cpu
+    freeze_word_embeddings: bool = False  # keep the word embeddings fixed (CPU demo budgets; not the paper)
     fast_dropout: bool = True             # CPU: dropout by tamt's Philox kernel (tamt.nn.dropout; same distribution,
     #                                       another random stream, ~15x faster than torch's CPU dropout)
     progress: bool = True

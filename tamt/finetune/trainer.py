@@ -220,6 +220,10 @@ def train_one_seed(
     mask_info = {"sparsity": 0.0, "masked_params": 0}
     if mask is not None:
         mask_info = apply_fixed_mask(model, mask, **(mask_kwargs or {}))
+    if cfg.freeze_word_embeddings:
+        # the vocabulary matrix is half of a small encoder's weights: its gradient and AdamW update are a
+        # quarter of a CPU step of MiniLM; frozen, the (masked) embeddings stay as the subnetwork has them
+        model.get_input_embeddings().weight.requires_grad_(False)
     if cfg.fast_dropout and device.type == "cpu":
         from tamt.nn import dropout as fast_dropout
 
@@ -307,6 +311,10 @@ def train_one_seed(
     nonzero = count_pruned_nonzero(model) if mask is not None else 0
     if nonzero:
         raise RuntimeError(f"{nonzero} pruned weights became non-zero during fine-tuning (mask not fixed)")
+    if cfg.freeze_word_embeddings:
+        # the vocabulary matrix is half of a small encoder's weights: its gradient and AdamW update are a
+        # quarter of a CPU step of MiniLM; frozen, the (masked) embeddings stay as the subnetwork has them
+        model.get_input_embeddings().weight.requires_grad_(False)
     if cfg.fast_dropout and device.type == "cpu":
         from tamt.nn import dropout as fast_dropout
 

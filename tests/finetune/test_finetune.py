@@ -159,3 +159,13 @@ def test_mnli_best_checkpoint_follows_select_metric(tiny, glue_dir):
     assert seed["best"]["matched_accuracy"] == best["matched_accuracy"]  # both reported at that checkpoint
     with pytest.raises(ValueError, match="not a mnli metric"):
         tamt.finetune(model, None, "mnli", glue_dir, tokenizer=tok, max_steps=1, select_metric="f1", **FAST)
+
+
+def test_freeze_word_embeddings_keeps_them_and_trains_the_rest(tiny, glue_dir, tmp_path):
+    model, tok = tiny
+    res = tamt.finetune(model, None, "sst2", glue_dir, tokenizer=tok, epochs=1, lr=1e-3, seeds=[0],
+                        out=tmp_path / "run", save_model=True, freeze_word_embeddings=True, **FAST)
+    before, after = dict(model.base_model.named_parameters()), dict(res.model.base_model.named_parameters())
+    assert torch.equal(after["embeddings.word_embeddings.weight"], before["embeddings.word_embeddings.weight"])
+    assert not torch.equal(after["embeddings.position_embeddings.weight"],
+                           before["embeddings.position_embeddings.weight"])
