@@ -25,6 +25,8 @@ A sweep config (JSON, or YAML when PyYAML is installed)::
       "finetune": {"preset": "cpu-small", "epochs": 1},    # tamt.finetune options
       "finetune_methods": null,           # fine-tune only these methods' masks (null: all; dense follows "dense")
       "finetune_sparsities": null,        # ... and only at these sparsities (null: all)
+      "finetune_by_task": {},             # per task: {"nli": {"methods": ["omp"], "sparsities": [0.7]}} overrides
+                                          # the two above for that task
       "dense_gate": {}                    # {"nli": 0.45}: a task whose dense mean score is below the gate is left
                                           # out (its other cells are not run; the report says why)
     }
@@ -62,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "sparsities": [0.5, 0.7], "dense": True, "mask_seeds": [0], "tasks": ["sst2"], "data": "hub",
     "seeds": [0], "train_sizes": [None], "search": {}, "search_by_method": {}, "search_steps": None,
     "pretrain_eval": {}, "finetune": {}, "name": "sweep", "mask_steps": {}, "checkpoint_budgets": False,
-    "finetune_methods": None, "finetune_sparsities": None, "dense_gate": {},
+    "finetune_methods": None, "finetune_sparsities": None, "finetune_by_task": {}, "dense_gate": {},
 }
 
 
@@ -162,13 +164,17 @@ def plan(cfg: dict) -> tuple[list[SearchCell], list[FinetuneCell]]:
             for b in mb:
                 searches.append(SearchCell(method, tuple(cfg["sparsities"]), int(ms), b))
                 variants += [(method, s, int(ms), b) for s in cfg["sparsities"]]
-    ft_methods, ft_sparsities = cfg.get("finetune_methods"), cfg.get("finetune_sparsities")
+    def wanted(method, s, task) -> bool:
+        if method == "dense":
+            return True
+        per = (cfg.get("finetune_by_task") or {}).get(task, {})
+        methods, sps = per.get("methods", cfg.get("finetune_methods")), per.get("sparsities", cfg.get("finetune_sparsities"))
+        return (methods is None or method in methods) and (sps is None or any(abs(s - float(x)) < 1e-9 for x in sps))
+
     for method, s, ms, b in variants:
-        if method != "dense" and ft_methods is not None and method not in ft_methods:
-            continue
-        if method != "dense" and ft_sparsities is not None and not any(abs(s - float(x)) < 1e-9 for x in ft_sparsities):
-            continue
         for task in cfg["tasks"]:
+            if not wanted(method, s, task):
+                continue
             sizes = cfg["train_sizes"]
             if isinstance(sizes, dict):
                 sizes = sizes.get(task, [None])

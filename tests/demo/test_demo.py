@@ -25,7 +25,10 @@ def test_demo_config_is_a_valid_sweep(quick):
         assert len(finetunes) == len(demo.QUICK_FT_METHODS) + 1  # one seed (five runs are 3 of its 5 minutes)
     else:  # every subnetwork and the dense model on both tasks, 3 seeds; NLI gated by the dense model
         assert methods == {"dense", *demo.FT_METHODS}
-        assert len(finetunes) == (len(demo.FT_METHODS) * len(demo.SPARSITIES) + 1) * len(demo.TASKS) * 3
+        # sentiment: every fine-tuned method at both sparsities; NLI: dense, OMP and TAMT-KD at 0.7
+        assert len(finetunes) == (len(demo.FT_METHODS) * len(demo.SPARSITIES) + 1) * 3 + 3 * 3
+        assert {(f.method, f.sparsity) for f in finetunes if f.task == "nli"} == \
+            {("dense", 0.0), ("omp", 0.7), ("tamt-kd", 0.7)}
         assert cfg["dense_gate"] == {"nli": demo.NLI_GATE}
     # the TAMT curves are evaluated on the batches the masks are judged with
     assert cfg["search"]["eval_batches"] == cfg["pretrain_eval"]["batches"]
