@@ -308,16 +308,13 @@ def run_demo(out: str | Path = "tamt-out/demo", *, quick: bool = False, resume: 
     # one loaded model, corpus and fitted MLM head for every cell (the head is cached across runs)
     t = time.perf_counter()
     scfg = build_config("tamt-mlm", cfg["sparsities"], **{**cfg["search"], "progress": progress})
-    import logging
-
     ctx = make_context(cfg["model"], cfg["corpus"], scfg)
     context_s = time.perf_counter() - t
     cached = ctx.info.get("head_cached")
     head_note = (f"loaded from {cached}" if cached else
                  f"fitted for {ctx.info.get('head_fit_steps')} steps and cached") if ctx.info.get("head_initialised") \
         else "the checkpoint's own"
-    head_s = 0.0 if cached or not ctx.info.get("head_initialised") else context_s  # loading is included in it
-    logging.getLogger(__name__).debug("context ready in %.1f s", context_s)
+    head_s = ctx.info.get("head_fit_s", 0.0)  # 0 when loaded from the cache or the checkpoint has a head
     print(f"tamt demo: MLM head {head_note}; {len(cfg['methods'])} methods x {len(cfg['sparsities'])} "
           f"sparsities + dense; fine-tuning on {', '.join(cfg['tasks'])}, seeds {cfg['seeds']}"
           f"{' (quick mode)' if quick else ''}; results in {out}")

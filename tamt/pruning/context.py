@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,7 @@ def fit_head(ctx: SearchContext, *, steps: int, lr: float, batch_size: int, seed
     ctx.model.eval()
     from tqdm.auto import tqdm
 
+    t_fit = time.perf_counter()
     bar = tqdm(range(steps), desc="fit MLM head", disable=not progress, leave=False)
     for _ in bar:
         idx = torch.randint(n, (min(batch_size, n),), generator=gen)
@@ -326,6 +328,7 @@ def fit_head(ctx: SearchContext, *, steps: int, lr: float, batch_size: int, seed
     for _, p in params:
         p.grad = None
     ctx.info["head_fit_steps"] = steps
+    ctx.info["head_fit_s"] = time.perf_counter() - t_fit
     for cache in caches:
         try:
             _save_head(cache, key, params)

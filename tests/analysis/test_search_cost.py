@@ -40,3 +40,12 @@ def test_mlm_loss_for_tamt_mlm_and_missing_data():
     assert r["loss"] == "mlm_loss" and r["speedup"] == pytest.approx(4.0)
     r = time_to_quality("tamt-mlm", 0.5, tamt_curve=[], imp={"search_s": 4.0, "mlm_loss": 6.5}, omp={"mlm_loss": 7})
     assert r["status"] == "no-data" and "not measured" in verdict(r)
+
+
+def test_a_ratio_against_an_imp_that_barely_beats_omp_is_flagged():
+    r = time_to_quality("tamt-kd", 0.7, tamt_curve=CURVE, imp={"search_s": 10.0, "kd_loss": 0.295},
+                        omp={"kd_loss": 0.30})
+    assert r["status"] == "ratio" and "thin baseline" in verdict(r)
+    r = time_to_quality("tamt-kd", 0.7, tamt_curve=CURVE, imp={"search_s": 10.0, "kd_loss": 0.15},
+                        omp={"kd_loss": 0.30})
+    assert "thin baseline" not in verdict(r)
