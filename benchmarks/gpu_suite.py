@@ -111,7 +111,12 @@ def benchmark_interpret(rc, text):
 def build_steps(args, env_info: dict, out: Path, py: str) -> list[Step]:
     cuda = bool(env_info.get("cuda_available"))
     no_cuda = "; ".join(env_info.get("diagnosis") or []) or "torch sees no CUDA device"
-    pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs"]
+    pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs"]
+    # pytest-xdist, where the machine has it: the GPU tests are compile-bound (Triton
+    # JIT, one process per worker), and tests/kernels + tests/nn took over 150 s in
+    # one process on an H200; files stay whole per worker (module fixtures).
+    xdist = (not args.dry_run and subprocess.run([py, "-c", "import xdist"], capture_output=True).returncode == 0)
+    par = ["-n", "4", "--dist", "loadfile"] if xdist else []
     arch = env_info.get("capability")
     cmake_args = [f"-DTAMT_CUDA_ARCHS={arch}"] if arch else []  # this GPU's arch only: half the nvcc time
     quick = [] if args.full else ["--quick"]
@@ -124,11 +129,11 @@ def build_steps(args, env_info: dict, out: Path, py: str) -> list[Step]:
         Step("auto-table", "what the `auto` backend picks per op and device", 40,
              cmd=[py, "benchmarks/gpu_suite.py", "--auto-table", str(out / "auto_table.json")],
              dry_cmd=[py, "benchmarks/gpu_suite.py", "--auto-table", str(out / "auto_table.json")], needs_cuda=False),
-        Step("gpu-tests-core", "GPU tests: native kernels and the public ops", 150,
-             cmd=pytest + ["--junitxml", str(out / "tests-core.xml"), *GPU_TEST_DIRS_CORE],
+        Step("gpu-tests-core", "GPU tests: native kernels and the public ops", 200,
+             cmd=pytest + par + ["--junitxml", str(out / "tests-core.xml"), *GPU_TEST_DIRS_CORE],
              dry_cmd=pytest + ["--collect-only", *GPU_TEST_DIRS_CORE], interpret=pytest_interpret),
-        Step("gpu-tests-kernels", "GPU tests: Triton kernels and the module layer", 180,
-             cmd=pytest + ["--junitxml", str(out / "tests-kernels.xml"), *GPU_TEST_DIRS_KERNELS],
+        Step("gpu-tests-kernels", "GPU tests: Triton kernels and the module layer", 240,
+             cmd=pytest + par + ["--junitxml", str(out / "tests-kernels.xml"), *GPU_TEST_DIRS_KERNELS],
              dry_cmd=pytest + ["--collect-only", *GPU_TEST_DIRS_KERNELS], interpret=pytest_interpret),
         Step("bench-kernels", "fused Triton vs unfused PyTorch vs dense; thresholds (PASS/FAIL targets)", 150,
              cmd=[py, "benchmarks/bench_kernels.py", *quick, "--out", str(out / "kernels.json")],
@@ -264,7 +269,10 @@ def main(argv=None) -> int:
     if args.auto_table:
         return auto_table(args.auto_table)
 
+    # absolute (not resolved: a venv's python is a symlink whose target has no site-packages);
+    # CMake's FindPython ignores a relative interpreter path and silently takes another python
     py = os.environ.get("PYTHON") or sys.executable
+    py = os.path.abspath(shutil.which(py) or py)
     base_env = dict(os.environ)
     base_env.update(PYTHONPATH=os.pathsep.join([str(REPO)] + ([base_env["PYTHONPATH"]] if base_env.get("PYTHONPATH") else [])),
                     PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")

@@ -245,19 +245,29 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
     # shapes, i.e. without the divisibility hints; packed rows (K % 8 == 0)
     # and the per-element bit gather (K % 8 != 0).
     if not (ci and arch == 80):
-        for (m_, n_, k_), form in (((300, 520, 200), "scores"), ((300, 520, 200), "packed"),
-                                   ((37, 33, 77), "packed")):
-            x = torch.empty(m_, k_, dtype=torch.bfloat16, **meta)
-            w = torch.empty(n_, k_, dtype=torch.bfloat16, **meta)
-            b = torch.empty(n_, dtype=torch.bfloat16, **meta)
-            gy = torch.empty(m_, n_, dtype=torch.bfloat16, **meta)
+        # fp64 (tests, reference runs) must compile for the GPU at all: Triton 3.6's tl.dot
+    # wants out_dtype=float64 for an fp64 accumulator, which the interpreter never checks.
+    # odd sizes (all three odd): every row of every operand, and the wrap of a
+        # tile past the edge, lands on any element boundary, so a vector global
+        # access wider than one element is a misaligned address waiting for a GPU
+        # (rule odd_sizes below; the fp32 forward with a bias at N = 123 failed so).
+        for (m_, n_, k_), form, dt in (((300, 520, 200), "scores", torch.bfloat16),
+                                       ((300, 520, 200), "packed", torch.bfloat16),
+                                       ((37, 33, 77), "packed", torch.bfloat16),
+                                       ((5, 123, 77), "scores", torch.float32),
+                                       ((5, 123, 77), "scores", torch.float64)):
+            x = torch.empty(m_, k_, dtype=dt, **meta)
+            w = torch.empty(n_, k_, dtype=dt, **meta)
+            b = torch.empty(n_, dtype=dt, **meta)
+            gy = torch.empty(m_, n_, dtype=dt, **meta)
             kw = mask_kw(form, w)
-            ex = dict(shape=f"{m_}x{n_}x{k_}", aligned=False)
-            add("masked_matmul_fwd", "mm", torch.bfloat16, form, lambda: fw.masked_matmul(x, w, b, **kw),
+            odd = all(v % 2 for v in (m_, n_, k_))
+            ex = dict(shape=f"{m_}x{n_}x{k_}", aligned=False, odd_sizes=odd)
+            add("masked_matmul_fwd", "mm", dt, form, lambda: fw.masked_matmul(x, w, b, **kw),
                 extra=ex, which="off")
-            add("masked_matmul_grad_input", "mm", torch.bfloat16, form,
+            add("masked_matmul_grad_input", "mm", dt, form,
                 lambda: gi.masked_matmul_grad_input(gy, w, **kw), extra=ex, which="off")
-            add("masked_matmul_grad_weight", "gw", torch.bfloat16, form,
+            add("masked_matmul_grad_weight", "gw", dt, form,
                 lambda: gw.masked_matmul_grad_weight(gy, x, w, **kw, want_scores=True, want_weight=True, split_k=3),
                 extra=dict(ex, split=3), which="off")
     # the per-step mask pass
@@ -328,6 +338,20 @@ def _main_loop(ptx: str) -> list[str]:
     return best
 
 
+def vector_global_accesses(ptx: str, max_bytes: int = 4) -> list[str]:
+    """Global loads/stores/async copies that move more than ``max_bytes`` in one
+    instruction (``ld/st.global.v2/.v4``, ``cp.async`` of 8 or 16 bytes). With odd
+    sizes nothing wider than one element (4 bytes; 8 for fp64) is aligned for sure."""
+    out = []
+    for m in re.finditer(r"\b(?:ld|st)\.global(?:\.\w+)*?\.v([248])(?:\.\w+)*?\.[bfsu](8|16|32|64)\b", ptx):
+        if int(m.group(1)) * int(m.group(2)) // 8 > max_bytes:
+            out.append(m.group(0))
+    for m in re.finditer(r"cp\.async\.c[ag]\.shared\.global(?:\.\w+)*\s+\[[^\]]*\],\s*\[[^\]]*\],\s*(0x[0-9a-fA-F]+|\d+)", ptx):
+        if int(m.group(1), 0) > max_bytes:
+            out.append(f"cp.async {int(m.group(1), 0)} B")
+    return out
+
+
 def _ptxas_stats(log: str) -> tuple[int, int]:
     regs = [int(v) for v in re.findall(r"Used (\d+) registers", log)]
     spills = [int(a) + int(b) for a, b in re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)]
@@ -353,7 +377,7 @@ def compile_case(case: dict) -> dict:
     attrs = {tuple(k): v for k, v in case["attrs"]}
     rec = {k: case[k] for k in ("kernel", "config", "dtype", "mask_form", "arch", "shared_limit", "shared_estimate")}
     rec.update(split=case.get("split"), shape=case.get("shape", f"{TOKENS}x{OUT_F}x{IN_F}"),
-               aligned=case.get("aligned", True),
+               aligned=case.get("aligned", True), odd_sizes=case.get("odd_sizes", False),
                triton=triton.__version__)
     t0 = time.time()
     out = io.StringIO()
@@ -389,6 +413,11 @@ def compile_case(case: dict) -> dict:
             v.append("no wgmma on sm_90")
         if rec["wait0_in_loop"]:
             v.append("wgmma.wait_group 0 inside the main K-loop")
+    if case.get("odd_sizes"):
+        vec = vector_global_accesses(ptx, 8 if case["dtype"] == "float64" else 4)
+        rec["vector_global"] = len(vec)
+        if vec:
+            v.append(f"odd sizes but {len(vec)} vector global accesses ({sorted(set(vec))[:3]}): misaligned on a GPU")
     rec.update(ok=not v, violations=v)
     return rec
 

@@ -58,8 +58,13 @@ def _masked_matmul_fwd_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     # Rows/cols past the edge wrap around (valid addresses, results discarded
     # by the masked store), so only the K edge needs a load mask.
-    rm = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M)
-    rn = tl.max_contiguous(tl.multiple_of(offs_n % N, BLOCK_N), BLOCK_N)
+    # No tl.multiple_of / tl.max_contiguous hints here: a wrapped index is NOT one
+    # contiguous run when the size is not a multiple of the vector width, and the
+    # hints let Triton vectorize across the wrap (the bias load read b[1..4] as
+    # one 16-byte access: 'misaligned address' on an H200 at N = 123). Triton
+    # derives the vector width from the sizes' own divisibility by 16.
+    rm = offs_m % M
+    rn = offs_n % N
     n_ok = rn < N
     rk = tl.arange(0, BLOCK_K)
     thr = load_threshold(thr_ptr, MASK_MODE, CMP_DTYPE)
@@ -73,7 +78,7 @@ def _masked_matmul_fwd_kernel(
                            MASK_MODE, CMP_DTYPE, PACKED_ROWS, False, BLOCK_N, BLOCK_K, NM_N, NM_M)
         # x^T tile [BLOCK_K, BLOCK_M]: element (k, m) is x[m, k]
         xt = tl.load(x_ptr + rm[None, :] * K + kk[:, None], mask=kin[:, None], other=0.0)
-        acc = tl.dot(wm.to(xt.dtype), xt, acc, input_precision=DOT_PREC)
+        acc = tl.dot(wm.to(xt.dtype), xt, acc, input_precision=DOT_PREC, out_dtype=ACC_DTYPE)
 
     if HAS_BIAS:
         bias = tl.load(b_ptr + rn).to(ACC_DTYPE)

@@ -54,8 +54,13 @@ def _masked_matmul_grad_input_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     k_start = pid_k * BLOCK_N
     offs_k = k_start + tl.arange(0, BLOCK_N)
-    rm = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M)
-    rk = tl.max_contiguous(tl.multiple_of(offs_k % K, BLOCK_N), BLOCK_N)
+    # No tl.multiple_of / tl.max_contiguous hints here: a wrapped index is NOT one
+    # contiguous run when the size is not a multiple of the vector width, and the
+    # hints let Triton vectorize across the wrap (the bias load read b[1..4] as
+    # one 16-byte access: 'misaligned address' on an H200 at N = 123). Triton
+    # derives the vector width from the sizes' own divisibility by 16.
+    rm = offs_m % M
+    rk = offs_k % K
     k_ok = rk < K
     rn = tl.arange(0, BLOCK_K)
     thr = load_threshold(thr_ptr, MASK_MODE, CMP_DTYPE)
@@ -69,7 +74,7 @@ def _masked_matmul_grad_input_kernel(
                             MASK_MODE, CMP_DTYPE, PACKED_ROWS, True, BLOCK_K, BLOCK_N, NM_N, NM_M)
         # grad_out^T tile [BLOCK_K (n), BLOCK_M]: element (n, m) is grad_out[m, n]
         gt = tl.load(g_ptr + rm[None, :] * N + nn[:, None], mask=nin[:, None], other=0.0)
-        acc = tl.dot(wmt.to(gt.dtype), gt, acc, input_precision=DOT_PREC)
+        acc = tl.dot(wmt.to(gt.dtype), gt, acc, input_precision=DOT_PREC, out_dtype=ACC_DTYPE)
 
     dx = acc.to(dx_ptr.dtype.element_ty)
     out_mask = (offs_k[:, None] < K) & (offs_m[None, :] < M)

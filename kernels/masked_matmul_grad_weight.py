@@ -109,8 +109,13 @@ def _masked_matmul_grad_weight_kernel(
     offs_n = pid_n * BLOCK_M + tl.arange(0, BLOCK_M)
     k_start = pid_k * BLOCK_N
     offs_k = k_start + tl.arange(0, BLOCK_N)
-    rn = tl.max_contiguous(tl.multiple_of(offs_n % N, BLOCK_M), BLOCK_M)
-    rk = tl.max_contiguous(tl.multiple_of(offs_k % K, BLOCK_N), BLOCK_N)
+    # No tl.multiple_of / tl.max_contiguous hints here: a wrapped index is NOT one
+    # contiguous run when the size is not a multiple of the vector width, and the
+    # hints let Triton vectorize across the wrap (the bias load read b[1..4] as
+    # one 16-byte access: 'misaligned address' on an H200 at N = 123). Triton
+    # derives the vector width from the sizes' own divisibility by 16.
+    rn = offs_n % N
+    rk = offs_k % K
     rt = tl.arange(0, BLOCK_K)
     # this split's token slice: whole BLOCK_K steps, the last slice may be short
     per = tl.cdiv(tl.cdiv(M, BLOCK_K), SPLIT) * BLOCK_K
@@ -125,7 +130,7 @@ def _masked_matmul_grad_weight_kernel(
         gt = tl.load(g_ptr + tt[None, :] * N + rn[:, None], mask=tin[None, :], other=0.0)
         # x tile [BLOCK_K (tokens), BLOCK_N (k)]
         xt = tl.load(x_ptr + tt[:, None] * K + rk[None, :], mask=tin[:, None], other=0.0)
-        acc = tl.dot(gt, xt.to(gt.dtype), acc, input_precision=DOT_PREC)
+        acc = tl.dot(gt, xt.to(gt.dtype), acc, input_precision=DOT_PREC, out_dtype=ACC_DTYPE)
 
     if EPI == 2:
         out_mask = (offs_n[:, None] < N) & (offs_k[None, :] < K)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _kernel_helpers import assert_close_2x, mask_kwargs, pack_bits
+from _kernel_helpers import assert_close_2x, fp32_sum_allowance, mask_kwargs, pack_bits
 
 from tamt import kernels as K
 
@@ -46,7 +46,9 @@ def test_forward_fp32(shape, form, with_bias, device):
     m = s > thr
     y = K.masked_matmul(x, w, b, **mask_kwargs(form, s, thr))
     assert y.dtype == x.dtype and y.shape == (shape[0], shape[1])
-    assert_close_2x(y, torch_forward(x, w, b, m), ref64_forward(x, w, b, m), ATOL32)
+    abs_sum = x.double().abs() @ torch.where(m, w.double(), 0.0).abs().t()  # K = 769: a long sum on a GPU
+    assert_close_2x(y, torch_forward(x, w, b, m), ref64_forward(x, w, b, m), ATOL32,
+                    allowance=fp32_sum_allowance(abs_sum, shape[2]))
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -96,3 +96,18 @@ def test_ptx_loop_rules_can_fail():
     log = ("ptxas info    : Function properties for k\n    16 bytes stack frame, 16 bytes spill stores, "
            "12 bytes spill loads\nptxas info    : Used 72 registers, used 1 barriers\n")
     assert m._ptxas_stats(log) == (72, 28)
+
+
+def test_vector_global_access_rule_can_fail():
+    """The odd-size rule sees the 16-byte bias load that misaligned on an H200 (fp32, N = 123),
+    a 16-byte cp.async, and lets 4-byte scalar accesses pass."""
+    m = _load_script()
+    bad = ("\tld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd5 + 0 ];\n"
+           "\tcp.async.cg.shared.global [ %r9 + 0 ], [ %rd7 + 0 ], 0x10, %r8;\n")
+    ok = ("\tld.global.b32 { %r1 }, [ %rd5 + 0 ];\n"
+          "\tcp.async.ca.shared.global [ %r9 + 0 ], [ %rd7 + 0 ], 0x4, %r8;\n"
+          "\tst.global.b32 [ %rd2 + 0 ], { %r3 };\n")
+    assert len(m.vector_global_accesses(bad)) == 2
+    assert m.vector_global_accesses(ok) == []
+    fp64 = "\tld.global.v2.b32 { %r1, %r2 }, [ %rd5 + 0 ];\n\tcp.async.ca.shared.global [ %r9 + 0 ], [ %rd7 + 0 ], 0x8, %r8;\n"
+    assert len(m.vector_global_accesses(fp64)) == 2 and m.vector_global_accesses(fp64, max_bytes=8) == []
