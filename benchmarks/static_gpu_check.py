@@ -241,13 +241,31 @@ def build_cases(arch: int, ci: bool) -> list[dict]:
                     lambda: gw.masked_matmul_grad_weight(gy, x, w, **kw, want_scores=want_s, want_weight=not want_s,
                                                          split_k=split, deterministic=False),
                     extra=dict(split=split), select=sel)
+    # TAMT_AUTOTUNE=off (one mid-size config, what the GPU test suites and users who skip autotuning
+    # run) at the aligned training shape: the same loop rules as the autotuned configs.
+    if not ci or arch == 90:
+        for form in ("scores", "uint8"):
+            x = torch.empty(M, K, dtype=torch.bfloat16, **meta)
+            w = torch.empty(N, K, dtype=torch.bfloat16, **meta)
+            b = torch.empty(N, dtype=torch.bfloat16, **meta)
+            gy = torch.empty(M, N, dtype=torch.bfloat16, **meta)
+            kw = mask_kw(form, w)
+            ex = dict(autotune="off")
+            add("masked_matmul_fwd", "mm", torch.bfloat16, form, lambda: fw.masked_matmul(x, w, b, **kw),
+                extra=ex, which="off")
+            add("masked_matmul_grad_input", "mm", torch.bfloat16, form,
+                lambda: gi.masked_matmul_grad_input(gy, w, **kw), extra=ex, which="off")
+            add("masked_matmul_grad_weight", "gw", torch.bfloat16, form,
+                lambda: gw.masked_matmul_grad_weight(gy, x, w, **kw, want_scores=form == "scores",
+                                                     want_weight=form != "scores", split_k=3, deterministic=False),
+                extra=dict(ex, split=3), which="off")
     # The GPU test suites' launches: TAMT_AUTOTUNE=off (one config) on ragged
     # shapes, i.e. without the divisibility hints; packed rows (K % 8 == 0)
     # and the per-element bit gather (K % 8 != 0).
     if not (ci and arch == 80):
         # fp64 (tests, reference runs) must compile for the GPU at all: Triton 3.6's tl.dot
-    # wants out_dtype=float64 for an fp64 accumulator, which the interpreter never checks.
-    # odd sizes (all three odd): every row of every operand, and the wrap of a
+        # wants out_dtype=float64 for an fp64 accumulator, which the interpreter never checks.
+        # odd sizes (all three odd): every row of every operand, and the wrap of a
         # tile past the edge, lands on any element boundary, so a vector global
         # access wider than one element is a misaligned address waiting for a GPU
         # (rule odd_sizes below; the fp32 forward with a bias at N = 123 failed so).

@@ -6,32 +6,8 @@ public names below are resolved lazily on first use.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 __version__ = "0.1.0"
-
-# The Triton kernels live in the top-level ``kernels/`` folder (design card).
-# An installed wheel ships them as ``tamt/kernels`` (pyproject package-dir);
-# when tamt runs from a checkout (PYTHONPATH=.) a finder placed *last* on
-# sys.meta_path resolves ``tamt.kernels`` to that folder, lazily: importing
-# tamt must not import triton.
-_here = Path(__file__).resolve().parent
-_checkout_kernels = _here.parent / "kernels"
-if (_checkout_kernels / "__init__.py").is_file():
-    import importlib.abc
-    import importlib.util
-    import sys
-
-    class _CheckoutKernelsFinder(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name != "tamt.kernels":
-                return None
-            return importlib.util.spec_from_file_location(
-                name, _checkout_kernels / "__init__.py", submodule_search_locations=[str(_checkout_kernels)]
-            )
-
-    if not any(type(f).__name__ == "_CheckoutKernelsFinder" for f in sys.meta_path):
-        sys.meta_path.append(_CheckoutKernelsFinder())
 
 # name -> module that defines it
 _LAZY = {

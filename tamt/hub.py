@@ -58,3 +58,19 @@ def cached_model_folder(repo_id: str) -> str | None:
     except Exception:  # an invalid repo id, an unreadable cache: not cached
         return None
     return os.path.dirname(hit) if isinstance(hit, str) else None
+
+
+# Error kinds that a hub/download failure can raise (requests' and huggingface_hub's
+# HTTP errors are OSErrors; datasets' "not found" errors subclass FileNotFoundError).
+# Anything else (ImportError, TypeError, ...) is a bug or an installation problem and
+# must reach the user as itself, not as "could not download".
+_HUB_ERROR_NAMES = {"DatasetNotFoundError", "DataFilesNotFoundError", "HfHubHTTPError", "RepositoryNotFoundError",
+                    "GatedRepoError", "RevisionNotFoundError", "EntryNotFoundError", "LocalEntryNotFoundError",
+                    "OfflineModeIsEnabled", "ConnectionError", "Timeout", "ReadTimeout", "ConnectTimeout"}
+
+
+def is_hub_error(exc: BaseException) -> bool:
+    """True when ``exc`` looks like a network / hub-name problem (see ``_HUB_ERROR_NAMES``)."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    return any(t.__name__ in _HUB_ERROR_NAMES for t in type(exc).__mro__)

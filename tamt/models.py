@@ -138,15 +138,45 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def _is_deserialisation_error(exc: BaseException) -> bool:
+    """A weight/config file that cannot be decoded: torn downloads and foreign files.
+
+    Only these may be reported as "truncated or corrupt"; an ImportError (a
+    package shadowed or missing), a TypeError or any other bug is a different
+    problem and must not send the user to delete a good download."""
+    import pickle
+
+    names = {t.__name__ for t in type(exc).__mro__}
+    if names & {"SafetensorError", "HeaderTooLarge", "HeaderTooSmall", "InvalidHeaderDeserialization"}:
+        return True
+    if isinstance(exc, (EOFError, pickle.UnpicklingError, UnicodeDecodeError)) or "JSONDecodeError" in names:
+        return True
+    msg = str(exc).lower()
+    if isinstance(exc, (OSError, RuntimeError, ValueError)) and any(
+            k in msg for k in ("truncat", "corrupt", "unexpected eof", "pytorchstreamreader", "invalid header",
+                               "incomplete", "unable to load weights", "error while deserializing",
+                               "failed finding central directory", "not a zip")):
+        return True
+    return False
+
+
 def from_pretrained(cls, source: str, **kwargs):
-    """``cls.from_pretrained`` quietly, with a one-line error naming a truncated or corrupt weight file."""
+    """``cls.from_pretrained`` quietly, with one-line errors: a torn weight file is named as such,
+    an import failure as an installation problem; anything else propagates as itself."""
     try:
         with _quiet_transformers():
             return cls.from_pretrained(source, **kwargs)
+    except ImportError as exc:  # e.g. a folder in the working directory shadowing a package transformers imports
+        raise ImportError(
+            f"{source}: loading the model failed while importing {exc.name or 'a module'!s} ({exc}); this is an "
+            "installation problem, not a bad checkpoint: check that `python -c 'import transformers'` works from "
+            "this folder and rerun `bash scripts/bootstrap.sh`", name=exc.name) from exc
     except Exception as exc:  # safetensors, torch and transformers raise many types for a torn file
         if not Path(source).exists():
             if isinstance(exc, OSError):
                 raise _hub_error(source, exc) from exc
+            raise
+        if not _is_deserialisation_error(exc):
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ValueError(f"{source}: could not load the weights ({first}); the weight file is probably truncated "

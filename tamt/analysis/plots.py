@@ -43,6 +43,19 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
             "n": int(len(x))}
 
 
+def describe_correlation(c: dict, digits: int = 2, p_values: bool = False) -> str:
+    """'Pearson r, Spearman rho (n=N)', or why there is none: never 'nan' for too few points."""
+    n = int(c.get("n", 0))
+    if n < 3:
+        return f"too few points for a correlation (n={n}, need 3)"
+    if np.isnan(c.get("pearson", float("nan"))):
+        return f"no correlation: one of the two quantities is constant (n={n})"
+    if p_values:
+        return (f"Pearson {c['pearson']:.{digits}f} (p={c['pearson_p']:.3g}), Spearman {c['spearman']:.{digits}f} "
+                f"(p={c['spearman_p']:.3g}), n={n}")
+    return f"Pearson {c['pearson']:.{digits}f}, Spearman {c['spearman']:.{digits}f} (n={n})"
+
+
 def score_vs_sparsity(summary: Sequence[dict], path, *, metric: str = "score", title: str | None = None) -> Path:
     """Downstream score (mean ± std over seeds, averaged over tasks) against sparsity, one line per method.
 
@@ -95,8 +108,7 @@ def pretrain_vs_downstream(rows: Sequence[dict], path, *, loss: str = "mlm_loss"
             ax.scatter([], [], color="gray", marker=m, label=f"s={s:g}")
     ax.set_xlabel(f"held-out {loss.replace('_', ' ')}")
     ax.set_ylabel(f"downstream {metric} (x100)")
-    ax.set_title(title or f"Pre-training vs downstream: Pearson {corr['pearson']:.2f}, Spearman {corr['spearman']:.2f}"
-                 f" (n={corr['n']})", fontsize=9)
+    ax.set_title(title or f"Pre-training vs downstream: {describe_correlation(corr)}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path), corr

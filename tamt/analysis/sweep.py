@@ -54,6 +54,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .report import aggregate, markdown_table, pivot, pm, text_table, write_csv, write_json
+from .plots import describe_correlation
 
 ROW_KEYS = ("model", "method", "sparsity", "budget", "mask_seed", "task", "train_size", "seed")
 CELL_KEYS = ("model", "method", "sparsity", "budget", "task", "train_size")  # aggregation over seeds
@@ -594,8 +595,7 @@ class SweepResult:
             lines += ["Correlation between pre-training loss and downstream score over the sparse subnetworks "
                       "(the paper: lower loss goes with better transfer, i.e. negative correlation):", ""]
             for loss, c in self.correlations.items():
-                lines.append(f"- {loss}: Pearson {c['pearson']:.3f} (p={c['pearson_p']:.3g}), Spearman "
-                             f"{c['spearman']:.3f} (p={c['spearman_p']:.3g}), n={c['n']}")
+                lines.append(f"- {loss}: {describe_correlation(c, 3, p_values=True)}")
             lines.append("")
         sub = self.summary
         lines += ["## Per-task metrics", ""]

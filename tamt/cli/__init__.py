@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command with --resume to continue where it stopped", file=sys.stderr)
         return 130
+    except ImportError as exc:  # an installation problem, not bad input and not a tamt bug
+        if debug:
+            raise
+        print(f"tamt {args.command}: error: an import failed: {_one_line(exc)} (an installation problem: rerun "
+              "`bash scripts/bootstrap.sh`, or TAMT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, RuntimeError, OSError) as exc:  # bad input, missing files, busy folders
         if debug:
             raise

@@ -99,12 +99,13 @@ def _finetune(args) -> int:
 
 
 def _sweep(args) -> int:
+    from tamt.analysis.plots import describe_correlation
     from tamt.analysis.sweep import run_sweep
 
     res = run_sweep(args.config, args.out, resume=not args.no_resume, progress=not args.no_progress,
                     plots=not args.no_plots)
     print(res.render())
     for loss, c in res.correlations.items():
-        print(f"{loss} vs score: Pearson {c['pearson']:.3f}, Spearman {c['spearman']:.3f} (n={c['n']})")
+        print(f"{loss} vs score: {describe_correlation(c, 3)}")
     print(f"wrote {Path(args.out) / 'results.csv'}, {Path(args.out) / 'report.md'}")
     return 0

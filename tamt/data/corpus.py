@@ -178,7 +178,7 @@ def load_raw_corpus(spec: str | os.PathLike = "default", *, text_field: str | No
                 f"corpus {s!r} is not a local path and would come from the Hugging Face hub, but the hub is "
                 "offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE set). Pass a local file or folder, or 'default'."
             )
-        from tamt.hub import hub_problem
+        from tamt.hub import hub_problem, is_hub_error
 
         problem = hub_problem("dataset")  # fail in seconds, not after the hub client's retries
         if problem:
@@ -187,6 +187,8 @@ def load_raw_corpus(spec: str | os.PathLike = "default", *, text_field: str | No
         try:
             loaded = load_dataset(name, config or None)
         except Exception as exc:  # datasets raises many types for network/name problems
+            if not is_hub_error(exc):
+                raise
             raise ConnectionError(f"could not load corpus {s!r} from the Hugging Face hub: {exc}") from exc
         raw = DatasetDict()
         for split, ds in loaded.items():

@@ -240,7 +240,7 @@ def _load_glue_hub(spec: TaskSpec):
             f"GLUE {spec.name} from the hub needs network, but the hub is offline (HF_DATASETS_OFFLINE/"
             "HF_HUB_OFFLINE set). Pass data=DIR with the official GLUE files (DIR/<Task>/train.tsv, dev.tsv)."
         )
-    from tamt.hub import hub_problem
+    from tamt.hub import hub_problem, is_hub_error
 
     problem = hub_problem("dataset")  # fail in seconds, not after the hub client's retries
     if problem:
@@ -249,6 +249,8 @@ def _load_glue_hub(spec: TaskSpec):
     try:
         hub = load_dataset("nyu-mll/glue", spec.hub_name)
     except Exception as exc:  # datasets raises many types for network problems
+        if not is_hub_error(exc):
+            raise
         raise ConnectionError(f"could not load GLUE {spec.name} from the hub: {exc}. "
                               "Pass data=DIR with the official GLUE files instead.") from exc
     a, b = spec.hub_columns

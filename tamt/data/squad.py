@@ -104,7 +104,7 @@ def load_squad(data: str | os.PathLike = "hub"):
             raise ConnectionError("SQuAD from the hub needs network, but the hub is offline (HF_DATASETS_OFFLINE/"
                                   "HF_HUB_OFFLINE set). Pass data=PATH to train-v1.1.json/dev-v1.1.json or their "
                                   "folder.")
-        from tamt.hub import hub_problem
+        from tamt.hub import hub_problem, is_hub_error
 
         problem = hub_problem("dataset")  # fail in seconds, not after the hub client's retries
         if problem:
@@ -113,6 +113,8 @@ def load_squad(data: str | os.PathLike = "hub"):
         try:
             return load_dataset("rajpurkar/squad")
         except Exception as exc:  # network / name problems come as many types
+            if not is_hub_error(exc):
+                raise
             raise ConnectionError(f"could not load SQuAD from the hub: {exc}. Pass data=PATH instead.") from exc
     root = Path(os.fspath(data)).expanduser()
     if not root.exists():

@@ -28,10 +28,14 @@ native extension, ``dropout`` is ``torch.nn.functional.dropout``.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor, nn
 
 _PREFIX = "tamt-dropout+"
+
+log = logging.getLogger(__name__)
 
 
 def _fast_ok(x: Tensor) -> bool:
@@ -130,8 +134,8 @@ def install(model: nn.Module) -> dict:
             try:
                 cfg._attn_implementation = _register(orig)
                 attention.append(orig)
-            except Exception:  # noqa: BLE001 - a transformers without the interfaces: keep its attention
-                pass
+            except (ImportError, AttributeError, KeyError) as exc:  # a transformers without the interfaces
+                log.debug("fast attention dropout not installed (%s): keeping transformers' attention", exc)
     return {"dropout_modules": swapped, "attention": attention}
 
 

@@ -119,8 +119,12 @@ def _triton_import_error() -> str | None:
     try:
         importlib.import_module("tamt.kernels")
         importlib.import_module("triton")
-    except Exception as exc:  # ImportError, or a broken triton install
-        return f"cannot import the Triton kernels ({type(exc).__name__}: {exc}); install triton (pip install 'tamt[triton]')"
+    except ModuleNotFoundError as exc:
+        if exc.name == "triton":
+            return "triton is not installed; install it (pip install 'tamt[triton]')"
+        return f"cannot import the Triton kernels (ModuleNotFoundError: {exc}): a broken tamt install, reinstall tamt"
+    except Exception as exc:  # a broken triton install, a bug in a kernel module: reported as itself
+        return f"cannot import the Triton kernels ({type(exc).__name__}: {exc})"
     return None
 
 

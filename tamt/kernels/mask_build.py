@@ -1,0 +1,1 @@
+../../kernels/mask_build.py

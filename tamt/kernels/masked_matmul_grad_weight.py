@@ -1,0 +1,1 @@
+../../kernels/masked_matmul_grad_weight.py

@@ -1,0 +1,1 @@
+../../kernels/segmented_kth.py
