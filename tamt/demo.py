@@ -202,6 +202,26 @@ def paired_differences(rows: list[dict]) -> list[dict]:
     return out
 
 
+def difference_verdict(d: dict) -> str:
+    """One sentence: does a paired difference exceed its seed spread?  Computed, never hard-coded.
+
+    The test is Student's t over the n paired differences (the same fine-tuning
+    seed for both methods): the difference exceeds the spread when the 95 %
+    interval mean ± t(0.975, n-1) * std / sqrt(n) excludes zero."""
+    name = f"{d['method'].upper()} - {d['vs'].upper()} on {d['task']} at s={d['sparsity']:g}"
+    if d["std"] is None or d["n"] < 2:
+        return f"{name}: {100 * d['mean']:+.2f} from 1 seed: no spread, so whether it exceeds the spread is not measured"
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.975, d["n"] - 1)) * d["std"] / np.sqrt(d["n"])
+    lo, hi = d["mean"] - half, d["mean"] + half
+    span = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f} over {d['n']} seeds, 95 % interval [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+    if lo > 0 or hi < 0:
+        who = d["method"].upper() if d["mean"] > 0 else d["vs"].upper()
+        return f"{name}: {span}: the difference exceeds the seed spread ({who} is better)"
+    return f"{name}: {span}: within the seed spread (a tie at this budget)"
+
+
 def render_paired(diffs: list[dict]) -> str:
     if not diffs:
         return "(no paired differences: the TAMT and baseline cells were not both fine-tuned)"
@@ -210,6 +230,10 @@ def render_paired(diffs: list[dict]) -> str:
         spread = f" ± {100 * d['std']:.2f}" if d["std"] is not None else " (1 seed: no spread)"
         lines.append(f"{d['sparsity']:>8g}  {d['task']:<10} {d['method']:<9} {d['vs']:<4} {d['n']:>2}  "
                      f"{100 * d['mean']:+.2f}{spread}")
+    verdicts = [difference_verdict(d) for d in diffs if d["method"] == "tamt-kd" and d["vs"] == "omp"]
+    if verdicts:
+        lines += ["", "TAMT-KD vs OMP, per task and sparsity (Student's t over the paired seeds):"]
+        lines += [f"- {v}" for v in verdicts]
     return "\n".join(lines)
 
 

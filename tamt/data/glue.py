@@ -111,6 +111,11 @@ _ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "mnli-mm": "mnli
 DEMO_TASKS: dict[str, TaskSpec] = {
     "sentiment": TaskSpec("sentiment", 2, False, ("accuracy",), ("negative", "positive"),
                           {"train": "", "validation": ""}, main_metric="accuracy"),
+    # the same snippets' mean human rating (-4..4) as a regression (Pearson/Spearman):
+    # no registry package ships STS-B or CoLA, and a graded target separates subnetworks
+    # that a binary label near the ceiling does not (issue 24's measurements)
+    "rating": TaskSpec("rating", 1, True, ("pearson", "spearmanr"), None,
+                       {"train": "", "validation": ""}, main_metric="pearson"),
     "nli": TaskSpec("nli", 3, False, ("accuracy",), ("entailment", "neutral", "contradiction"),
                     {"train": "snli_1.0_train_subset.jsonl", "validation": "snli_1.0_test.jsonl"},
                     main_metric="accuracy"),
@@ -299,7 +304,7 @@ def load_glue(task: str, data: str | os.PathLike = "hub", *, tokenizer=None, max
 
 
 def _read_sentiment(path: Path) -> dict[str, list]:
-    texts, labels = [], []
+    texts, labels, ratings = [], [], []
     with open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
@@ -316,7 +321,8 @@ def _read_sentiment(path: Path) -> dict[str, list]:
                 continue  # neither positive nor negative
             texts.append(parts[2])
             labels.append(int(rating > 0))
-    return {"text": texts, "label": labels}
+            ratings.append(rating)
+    return {"text": texts, "label": labels, "rating": ratings}
 
 
 def _read_snli(path: Path, names: tuple[str, ...]) -> dict[str, list]:
@@ -343,7 +349,7 @@ def _read_snli(path: Path, names: tuple[str, ...]) -> dict[str, list]:
 
 def load_demo_task(name: str, seed: int = 0, *, tokenizer=None, max_length: int = 128,
                    validation_fraction: float = 0.1):
-    """``"sentiment"`` or ``"nli"`` from the embedded assets, in the GLUE DatasetDict format."""
+    """``"sentiment"``, ``"rating"`` or ``"nli"`` from the embedded assets, in the GLUE DatasetDict format."""
     dd = _load_demo_task_raw(name, seed, validation_fraction)
     return tokenize_pairs(dd, tokenizer, max_length=max_length) if tokenizer is not None else dd
 
@@ -361,7 +367,9 @@ def _load_demo_task_raw(name: str, seed: int, validation_fraction: float):
     spec = task_spec(name)
     if spec.name not in DEMO_TASKS:
         raise KeyError(f"{name!r} is not a demo task ({sorted(DEMO_TASKS)}); use load_glue")
-    if spec.name == "sentiment":
+    if spec.name in ("sentiment", "rating"):
+        # one split for both tasks (stratified on the sign of the rating): a rating model and a
+        # sentiment model are judged on the same held-out snippets
         rows = _read_sentiment(fetch_asset("sentiment"))
         labels = np.asarray(rows["label"])
         rng = np.random.default_rng(seed)
@@ -374,9 +382,10 @@ def _load_demo_task_raw(name: str, seed: int, validation_fraction: float):
         dd = DatasetDict()
         for split, mask in (("train", ~is_val), ("validation", is_val)):
             sel = np.flatnonzero(mask)
+            target = labels[sel].tolist() if spec.name == "sentiment" else [float(rows["rating"][i]) for i in sel]
             dd[split] = Dataset.from_dict(
                 {"idx": sel.tolist(), "text_a": [rows["text"][i] for i in sel], "text_b": [None] * len(sel),
-                 "label": labels[sel].tolist()}, features=_features(spec))
+                 "label": target}, features=_features(spec))
     else:
         root = fetch_asset("nli")
         dd = DatasetDict({split: Dataset.from_dict(_read_snli(root / fname, spec.label_names), features=_features(spec))

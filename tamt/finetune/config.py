@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
-DEMO_TASKS = ("sentiment", "nli")  # the embedded demo tasks (tamt.data.glue.load_demo_task)
+DEMO_TASKS = ("sentiment", "rating", "nli")  # the embedded demo tasks (tamt.data.glue.load_demo_task)
 TASKS = GLUE_TASKS + ("squad",) + DEMO_TASKS
 
 

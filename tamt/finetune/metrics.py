@@ -39,6 +39,7 @@ GLUE_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     # the embedded demo tasks (binary sentiment, 3-way NLI)
     "sentiment": (("accuracy",), "accuracy"),
     "nli": (("accuracy",), "accuracy"),
+    "rating": (("pearson", "spearmanr"), "pearson"),  # regression on the snippets' human ratings
 }
 SQUAD_METRICS = (("exact_match", "f1"), "f1")
 

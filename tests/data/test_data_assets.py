@@ -179,6 +179,11 @@ def test_real_default_assets(default_assets):
     sent = load_demo_task("sentiment", seed=0)
     assert len(sent["train"]) + len(sent["validation"]) == 10605 - 37
     assert load_demo_task("sentiment", seed=0)["validation"]["idx"] == sent["validation"]["idx"]
+    rating = load_demo_task("rating", seed=0)  # the same snippets' mean human rating, the same split
+    assert rating["validation"]["idx"] == sent["validation"]["idx"]
+    r, lab = rating["validation"]["label"], sent["validation"]["label"]
+    assert all(-4.0 <= v <= 4.0 and v != 0 for v in r) and all((v > 0) == bool(y) for v, y in zip(r, lab))
+    assert len({round(v, 3) for v in r}) > 50  # graded, not a relabelled binary task
     nli = load_demo_task("nli")
     assert len(nli["train"]) == 100000 - 110 and len(nli["validation"]) == 10000 - 176
     assert sorted(set(nli["validation"]["label"])) == [0, 1, 2]

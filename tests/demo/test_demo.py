@@ -105,3 +105,21 @@ def test_paired_differences_and_claims():
     assert cl["downstream: TAMT >= OMP"] == "not measured at this budget"  # one seed: no spread, no verdict
     cl = {c.split(" (")[0]: v for c, v, _ in demo.claims([], [], diffs, False)}
     assert cl["downstream: TAMT >= OMP"] == "not measured at this budget"
+
+
+def test_difference_verdict_is_computed_from_the_seeds():
+    """Claims per task: 'exceeds the seed spread' only when the 95 % t interval excludes zero."""
+    from tamt.demo import difference_verdict, render_paired
+
+    base = dict(method="tamt-kd", vs="omp", task="rating", sparsity=0.7)
+    win = difference_verdict({**base, "n": 3, "mean": 0.05, "std": 0.01})
+    assert "exceeds the seed spread (TAMT-KD is better)" in win and "[+2.52, +7.48]" in win
+    lose = difference_verdict({**base, "n": 3, "mean": -0.05, "std": 0.01})
+    assert "exceeds the seed spread (OMP is better)" in lose
+    tie = difference_verdict({**base, "n": 3, "mean": 0.005, "std": 0.009})
+    assert "within the seed spread" in tie and "exceeds" not in tie
+    one = difference_verdict({**base, "n": 1, "mean": 0.01, "std": None})
+    assert "not measured" in one
+    text = render_paired([{**base, "n": 3, "mean": 0.05, "std": 0.01},
+                          {**base, "task": "sentiment", "n": 3, "mean": 0.005, "std": 0.009}])
+    assert "on rating at s=0.7" in text and "on sentiment at s=0.7" in text
