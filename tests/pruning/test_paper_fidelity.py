@@ -33,7 +33,13 @@ from tamt.pruning import Searcher, prepare
 from tamt.pruning.api import build_config
 from tamt.pruning.config import PAPER_MASK_STEPS, preset
 
-from pruning_helpers import WORDS
+from pruning_helpers import WORDS, make_blocks
+
+try:
+    import datasets  # noqa: F401
+    HAVE_DATASETS = True
+except ImportError:  # the lent GPU machine may lack it: the step tests then run on plain row tables
+    HAVE_DATASETS = False
 
 SMALL = dict(block_size=32, batch_size=8, eval_every=None, checkpoint_every=None, save_masks_at=(), progress=False,
              tensorboard=False, head_fit_steps=0, fast_dropout=False)
@@ -44,6 +50,60 @@ def _dropout_stream(t: int) -> None:
     """Put torch's global generator (CPU and CUDA) in the state of step t: called before tamt's step and again
     before the reference's forward of that step, so the two draw the same dropout masks in the same order."""
     torch.manual_seed(10_000 + t)
+
+
+# ---------------------------------------------------------------------------
+# data without the datasets package (the GPU suite's machine may not have it)
+
+
+class _Rows:
+    """The reads the Searcher makes of a ``datasets.Dataset`` (len, one row, rows by a list of indices,
+    select), over plain column lists."""
+
+    def __init__(self, cols: dict):
+        self.cols = cols
+
+    def __len__(self):
+        return len(next(iter(self.cols.values())))
+
+    def __getitem__(self, i):
+        if isinstance(i, int):
+            return {k: v[i] for k, v in self.cols.items()}
+        return {k: [v[j] for j in i] for k, v in self.cols.items()}
+
+    @property
+    def column_names(self):
+        return list(self.cols)
+
+    def select(self, indices):
+        return _Rows(self[list(indices)])
+
+
+@pytest.fixture(scope="module")
+def blocks(tok):
+    """pruning_helpers.make_blocks' blocks; as plain row tables where datasets is missing (the same rows)."""
+    if HAVE_DATASETS:
+        return make_blocks(tok)
+    from unittest import mock
+
+    class _Dataset:
+        from_dict = staticmethod(_Rows)
+
+    fake = type("datasets", (), {"Dataset": _Dataset, "DatasetDict": dict})
+    with mock.patch.dict("sys.modules", {"datasets": fake}):
+        return make_blocks(tok)
+
+
+def _kd_rows(path, tok, max_seq_len=32, *, via_datasets: bool | None = None):
+    """The padded KD sequences of the text file ``path`` (no held-out documents): tamt's load_kd_sequences,
+    or, without datasets, the same rows from kd_sequences and the same padding."""
+    from tamt.data.corpus import _pad_rows, kd_sequences, load_kd_sequences
+
+    if HAVE_DATASETS if via_datasets is None else via_datasets:
+        return load_kd_sequences(path, tokenizer=tok, max_seq_len=max_seq_len, validation_fraction=0.0,
+                                 cache_dir=False)
+    cols = kd_sequences(path.read_text().splitlines(), tok, max_seq_len=max_seq_len, seed=0)
+    return _Rows(_pad_rows(tok.pad_token_id, max_seq_len, True)(cols))
 
 
 # ---------------------------------------------------------------------------
@@ -327,6 +387,7 @@ def test_mlm_masking_matches_the_reference_collator_on_real_text(tok, tmp_path):
     labels the original ids, [CLS] / [SEP] never chosen.  (tamt also never chooses [UNK] or [MASK] ids
     occurring in the text, which the reference's BERT tokenizer does not count as special: those are left out
     of the rates; README "Paper fidelity".)"""
+    pytest.importorskip("datasets")
     from tamt.data.corpus import load_corpus, load_raw_corpus
 
     raw = load_raw_corpus("default")["train"]
@@ -398,6 +459,14 @@ class _NormLog:
         opt.step = step
 
 
+def test_the_data_without_datasets_is_the_same(tok, tmp_path):
+    """The plain-table fallback of the step tests (the GPU machine may lack datasets) gives tamt's rows."""
+    pytest.importorskip("datasets")
+    path = _kd_corpus(tmp_path)
+    a, b = _kd_rows(path, tok), _kd_rows(path, tok, via_datasets=False)
+    assert len(a) == len(b) and a[list(range(len(a)))] == b[list(range(len(b)))]
+
+
 @pytest.mark.parametrize("loss_scale", [1.0, 1000.0], ids=["paper-loss", "clip-binds"])
 def test_tamt_kd_paper_preset_equals_the_reference_step_by_step(tok, blocks, tmp_path, loss_scale):
     """TAMT-KD next to train_kd.py restated.  ``clip-binds``: the KD loss scaled by 1000 on both sides
@@ -405,11 +474,9 @@ def test_tamt_kd_paper_preset_equals_the_reference_step_by_step(tok, blocks, tmp
     not for others (the tiny model's cosine-loss gradients are all far below 1: the paper-loss case never
     clips, and a global clip would pass it); a global clip would then shrink the small tensors' gradients
     too and the masks would part."""
-    from tamt.data.corpus import load_kd_sequences
-
     dense = _tiny_dense()
     ctx = prepare(dense, blocks, tokenizer=tok)
-    ctx.kd_train = load_kd_sequences(_kd_corpus(tmp_path), tokenizer=tok, max_seq_len=32, cache_dir=False)
+    ctx.kd_train = _kd_rows(_kd_corpus(tmp_path), tok)
     per_epoch = len(ctx.kd_train) // 8
     steps, lr, reset = per_epoch + 4, 1.5e-3, 4
     assert 3 <= per_epoch <= 6, per_epoch  # so the run crosses an epoch end
@@ -582,10 +649,8 @@ def _hooked_teacher(ctx, seen):
 
 
 def test_teacher_dropout_follows_the_option_and_evaluation_stays_in_eval_mode(tok, blocks, tmp_path):
-    from tamt.data.corpus import load_kd_sequences
-
     ctx = prepare(_tiny_dense(), blocks, tokenizer=tok)
-    ctx.kd_train = load_kd_sequences(_kd_corpus(tmp_path), tokenizer=tok, max_seq_len=32, cache_dir=False)
+    ctx.kd_train = _kd_rows(_kd_corpus(tmp_path), tok)
     seen = []
     h = _hooked_teacher(ctx, seen)
     try:
