@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 SKIP_EXIT = 77  # a benchmark that cannot run here exits 77 with "SKIP: <reason>" (automake's convention)
 GPU_TEST_DIRS_CORE = ["tests/native", "tests/ops"]
 GPU_TEST_DIRS_KERNELS = ["tests/kernels", "tests/nn"]
+FIDELITY_TESTS = "tests/pruning/test_paper_fidelity.py"
 
 
 @dataclass
@@ -135,6 +136,12 @@ def build_steps(args, env_info: dict, out: Path, py: str) -> list[Step]:
         Step("gpu-tests-kernels", "GPU tests: Triton kernels and the module layer", 240,
              cmd=pytest + par + ["--junitxml", str(out / "tests-kernels.xml"), *GPU_TEST_DIRS_KERNELS],
              dry_cmd=pytest + ["--collect-only", *GPU_TEST_DIRS_KERNELS], interpret=pytest_interpret),
+        # the paper preset next to the in-test restatement of the reference, step by step, on the device the
+        # Searcher picks (CUDA here: native k-th selection, Triton masked GEMMs), masks compared exactly; without
+        # the datasets package they run on plain row tables (only the real-text masking check is skipped)
+        Step("paper-fidelity", "paper preset vs the restated reference code, step by step, on CUDA", 120,
+             cmd=pytest + ["--junitxml", str(out / "tests-fidelity.xml"), FIDELITY_TESTS],
+             dry_cmd=pytest + ["--collect-only", FIDELITY_TESTS], interpret=pytest_interpret),
         Step("bench-kernels", "fused Triton vs unfused PyTorch vs dense; thresholds (PASS/FAIL targets)", 150,
              cmd=[py, "benchmarks/bench_kernels.py", *quick, "--out", str(out / "kernels.json")],
              dry_cmd=[py, "benchmarks/bench_kernels.py", "--help"], interpret=benchmark_interpret),

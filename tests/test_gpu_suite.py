@@ -46,8 +46,8 @@ SITECUSTOMIZE = textwrap.dedent(f"""
     _sys.meta_path[:] = [_HidingPathFinder if f is _m.PathFinder else f for f in _sys.meta_path]
 """)
 
-STEPS = ["build-native", "auto-table", "gpu-tests-core", "gpu-tests-kernels", "bench-kernels", "bench-native",
-         "bench-overhead", "sanitizer", "static-check"]
+STEPS = ["build-native", "auto-table", "gpu-tests-core", "gpu-tests-kernels", "paper-fidelity", "bench-kernels",
+         "bench-native", "bench-overhead", "sanitizer", "static-check"]
 
 
 def _hidden_env(tmp_path: Path) -> dict:
@@ -88,7 +88,8 @@ def test_gpu_suite_dry_run_without_optional_packages(tmp_path):
     # the native build configures with torch's pybind11 headers when the package is absent
     assert "using torch's bundled headers" in (out / "build-native.log").read_text()
     # the GPU test files import without hypothesis (the property tests fall back to fixed samples)
-    for name in ("gpu-tests-core", "gpu-tests-kernels"):
+    # ... and so do the paper-fidelity step tests (plain row tables instead of datasets)
+    for name in ("gpu-tests-core", "gpu-tests-kernels", "paper-fidelity"):
         log = (out / f"{name}.log").read_text()
         assert re.search(r"^\d+ tests collected in", log, re.M) and "ERROR" not in log, log[-2000:]
     by_name = {s["step"]: s for s in steps}
@@ -146,3 +147,16 @@ def test_native_reports_a_runtime_newer_than_the_driver(monkeypatch):
     assert "built with CUDA 13.0 but the driver supports CUDA 12.4" in reason
     monkeypatch.setattr(FakeC, "cuda_device_query", staticmethod(lambda: (0, 35, "insufficient", 13000, 0)))
     assert "no NVIDIA driver" in _native.unavailable_reason("cuda")
+
+
+def test_dry_run_collects_the_paper_fidelity_tests(tmp_path):
+    # with datasets installed (this machine), the fidelity step's dry form collects the step tests
+    out = tmp_path / "r"
+    r = subprocess.run([sys.executable, "benchmarks/gpu_suite.py", "--dry-run", "--only", "paper-fidelity", str(out)],
+                       cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:]
+    by_name = {s["step"]: s for s in json.loads((out / "steps.json").read_text())}
+    assert by_name["paper-fidelity"]["status"] == "ran", by_name["paper-fidelity"]
+    log = (out / "paper-fidelity.log").read_text()
+    assert "test_tamt_mlm_kd_paper_preset_equals_the_reference_step_by_step" in log and "ERROR" not in log, log[-2000:]

@@ -6,8 +6,14 @@ torch: the reference's own way of masking (its ``MaskedLinear1``: ``F.linear(x, 
 straight-through gradient, patched into the Hugging Face model), its optimizers written out by hand, its
 threshold schedule, ``torch.nn.utils.prune`` for IMP.  None of tamt's pruning / nn / ops / optim code is
 used by the reference side.  Both sides see the same batches (the ones tamt's searcher consumed) and a
-tiny BERT with dropout probabilities 0 (so train mode does not matter); the masks must be *identical*
-after every step, across tau resets, an epoch end and IMP rounds.  The test-size values (lr, reset
+tiny BERT with the reference's dropout (0.1, hidden and attention) active in the student (and in the KD
+teacher, which the reference's KD script never puts in eval mode): both sides draw it from torch's global
+generator, reseeded to the same state before each side's forward of a step (``_dropout_stream``; tamt's
+CPU Philox dropout is switched off with ``fast_dropout=False`` so the two streams are the same one); the
+masks must be *identical* after every step, across tau resets, an epoch end and IMP rounds.  The reference
+side runs on the device the Searcher picked (``s.device``: CUDA where there is one), and the masks are
+compared there.  Since both sides consume tamt's batches, tamt's MLM masking is checked separately
+against a restatement of the reference's collator on real text (``test_mlm_masking_matches_...``).  The test-size values (lr, reset
 interval, IMP interval, sequence length) are overridden to make things happen within a few steps; the
 preset's real values are asserted in ``test_paper_preset_values``.
 """
@@ -27,10 +33,77 @@ from tamt.pruning import Searcher, prepare
 from tamt.pruning.api import build_config
 from tamt.pruning.config import PAPER_MASK_STEPS, preset
 
-from pruning_helpers import WORDS
+from pruning_helpers import WORDS, make_blocks
+
+try:
+    import datasets  # noqa: F401
+    HAVE_DATASETS = True
+except ImportError:  # the lent GPU machine may lack it: the step tests then run on plain row tables
+    HAVE_DATASETS = False
 
 SMALL = dict(block_size=32, batch_size=8, eval_every=None, checkpoint_every=None, save_masks_at=(), progress=False,
-             tensorboard=False, head_fit_steps=0)
+             tensorboard=False, head_fit_steps=0, fast_dropout=False)
+DROPOUT = 0.1  # the reference BERT's hidden and attention dropout
+
+
+def _dropout_stream(t: int) -> None:
+    """Put torch's global generator (CPU and CUDA) in the state of step t: called before tamt's step and again
+    before the reference's forward of that step, so the two draw the same dropout masks in the same order."""
+    torch.manual_seed(10_000 + t)
+
+
+# ---------------------------------------------------------------------------
+# data without the datasets package (the GPU suite's machine may not have it)
+
+
+class _Rows:
+    """The reads the Searcher makes of a ``datasets.Dataset`` (len, one row, rows by a list of indices,
+    select), over plain column lists."""
+
+    def __init__(self, cols: dict):
+        self.cols = cols
+
+    def __len__(self):
+        return len(next(iter(self.cols.values())))
+
+    def __getitem__(self, i):
+        if isinstance(i, int):
+            return {k: v[i] for k, v in self.cols.items()}
+        return {k: [v[j] for j in i] for k, v in self.cols.items()}
+
+    @property
+    def column_names(self):
+        return list(self.cols)
+
+    def select(self, indices):
+        return _Rows(self[list(indices)])
+
+
+@pytest.fixture(scope="module")
+def blocks(tok):
+    """pruning_helpers.make_blocks' blocks; as plain row tables where datasets is missing (the same rows)."""
+    if HAVE_DATASETS:
+        return make_blocks(tok)
+    from unittest import mock
+
+    class _Dataset:
+        from_dict = staticmethod(_Rows)
+
+    fake = type("datasets", (), {"Dataset": _Dataset, "DatasetDict": dict})
+    with mock.patch.dict("sys.modules", {"datasets": fake}):
+        return make_blocks(tok)
+
+
+def _kd_rows(path, tok, max_seq_len=32, *, via_datasets: bool | None = None):
+    """The padded KD sequences of the text file ``path`` (no held-out documents): tamt's load_kd_sequences,
+    or, without datasets, the same rows from kd_sequences and the same padding."""
+    from tamt.data.corpus import _pad_rows, kd_sequences, load_kd_sequences
+
+    if HAVE_DATASETS if via_datasets is None else via_datasets:
+        return load_kd_sequences(path, tokenizer=tok, max_seq_len=max_seq_len, validation_fraction=0.0,
+                                 cache_dir=False)
+    cols = kd_sequences(path.read_text().splitlines(), tok, max_seq_len=max_seq_len, seed=0)
+    return _Rows(_pad_rows(tok.pad_token_id, max_seq_len, True)(cols))
 
 
 # ---------------------------------------------------------------------------
@@ -74,7 +147,7 @@ class RefMasked(nn.Module):
         w = self.weight.detach().abs()
         kth = torch.kthvalue(w.flatten(), int(w.numel() * sparsity)).values
         self.scores = nn.Parameter(torch.where(w > kth, 2 * t0, 0.0))
-        self.tau = torch.tensor(t0)
+        self.tau = torch.tensor(t0, device=self.scores.device)
 
     def reset(self):  # the reference's reset_threshold
         self.tau = torch.kthvalue(self.scores.detach().flatten(), int(self.scores.numel() * self.sparsity)).values
@@ -145,10 +218,11 @@ class HandBertAdam:
             p.grad = None
 
 
-def _tiny_dense():
+def _tiny_dense(dropout: float = DROPOUT):
     from tamt.models import tiny_model
 
-    return tiny_model("bert", seed=0, with_mlm_head=True, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return tiny_model("bert", seed=0, with_mlm_head=True, hidden_dropout_prob=dropout,
+                      attention_probs_dropout_prob=dropout)
 
 
 def _sparsity(masks) -> float:
@@ -177,14 +251,28 @@ def _reset_and_compare(step, searcher, mods, reset: bool, tamt_traj: list, ref_t
 # TAMT-MLM
 
 
-def test_tamt_mlm_paper_preset_equals_the_reference_step_by_step(tok, blocks):
+def _student_modes(searcher) -> list:
+    """Records, for every forward of the searcher's encoder, whether it ran in train mode (dropout on)."""
+    seen = []
+    searcher.model.base_model.register_forward_pre_hook(lambda mod, args: seen.append(mod.training))
+    return seen
+
+
+def _mlm_against_reference(tok, blocks, method: str):
+    """TAMT-MLM (or MLM+KD) with the paper preset next to train_mlm.py restated, for 8 steps with resets
+    after steps 3 and 6 (its logging/save steps).  MLM+KD (train_mlm.py --use_kd, mask_trainer_mlm.py's
+    _training_step): loss = MLM + sum over layers 1..L of CosineLoss / L, the teacher (from_pretrained:
+    eval mode) fed the same, MLM-masked, inputs; unweighted sum, global clip, HF AdamW."""
     dense = _tiny_dense()
     ctx = prepare(dense, blocks, tokenizer=tok)
     steps, lr, reset = 8, 4e-3, 3
-    cfg = build_config("tamt-mlm", 0.7, steps=steps, preset="paper", lr=lr, head_lr=lr, reset_interval=reset, **SMALL)
+    cfg = build_config(method, 0.7, steps=steps, preset="paper", lr=lr, head_lr=lr, reset_interval=reset, **SMALL)
     s = Searcher(ctx, cfg, sparsity=0.7)
+    dev = s.device
+    modes = _student_modes(s)
 
-    ref = copy.deepcopy(ctx.model)
+    ref = copy.deepcopy(ctx.model).to(dev).train()  # _training_step: model.train()
+    teacher = copy.deepcopy(ctx.model).to(dev).eval() if method == "tamt-mlm-kd" else None
     mods = _patch_reference(ref.bert, 0.7)
     head = [p for n, p in ref.named_parameters() if n.startswith("cls.") and p is not ref.bert.embeddings
             .word_embeddings.weight]
@@ -193,12 +281,23 @@ def test_tamt_mlm_paper_preset_equals_the_reference_step_by_step(tok, blocks):
     params = [m.scores for m in mods.values()] + head
     opt = HandAdamW(params)
     _assert_same_masks(0, get_masks(s.model), {k: m.mask() for k, m in mods.items()})
-    tamt_traj, ref_traj = [], []
+    tamt_traj, ref_traj, kd_losses = [], [], []
     for t in range(1, steps + 1):
+        _dropout_stream(t)
         s.step()
         b = s.last_batch
-        logits = ref(input_ids=b["masked_ids"], attention_mask=b["attention_mask"]).logits
+        _dropout_stream(t)
+        out = ref(input_ids=b["masked_ids"], attention_mask=b["attention_mask"], output_hidden_states=True)
+        logits = out.logits
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b["labels"].reshape(-1), ignore_index=-100)
+        if teacher is not None:
+            with torch.no_grad():
+                ht = teacher(input_ids=b["masked_ids"], attention_mask=b["attention_mask"],
+                             output_hidden_states=True).hidden_states[1:]
+            hs = out.hidden_states[1:]
+            rep = sum((1 - F.cosine_similarity(a, c, dim=-1)).mean() for a, c in zip(hs, ht)) / len(hs)
+            kd_losses.append(float(rep.detach()))
+            loss = loss + rep
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)  # train_mlm: global clip, max_grad_norm 1.0
         opt.step(lr * (1 - (t - 1) / steps))  # linear decay, no warm-up
@@ -208,6 +307,34 @@ def test_tamt_mlm_paper_preset_equals_the_reference_step_by_step(tok, blocks):
     # the test means something: tau moved at the resets, the sparsity drifted off the target between them
     assert len(set(round(x, 6) for x in tamt_traj)) > 2
     assert any(abs(x - 0.7) > 1e-3 for x in tamt_traj)
+    assert modes and all(modes)  # the student ran every step in train mode: its dropout was on
+    if teacher is not None:
+        assert min(kd_losses) > 1e-4  # the KD term was there to weigh
+    return s
+
+
+def test_tamt_mlm_paper_preset_equals_the_reference_step_by_step(tok, blocks):
+    _mlm_against_reference(tok, blocks, "tamt-mlm")
+
+
+def test_tamt_mlm_kd_paper_preset_equals_the_reference_step_by_step(tok, blocks):
+    _mlm_against_reference(tok, blocks, "tamt-mlm-kd")
+
+
+def test_the_step_tests_dropout_changes_the_masks(tok, blocks):
+    """The reference's dropout matters to the step tests: without it (tamt's student in eval mode, the
+    option ``dropout=False``) the masks leave the reference's within the MLM test's 8 steps."""
+    ctx = prepare(_tiny_dense(), blocks, tokenizer=tok)
+    masks = []
+    for dropout in (True, False):
+        cfg = build_config("tamt-mlm", 0.7, steps=8, preset="paper", lr=4e-3, head_lr=4e-3, reset_interval=3,
+                           dropout=dropout, **SMALL)
+        s = Searcher(ctx, cfg, sparsity=0.7)
+        for t in range(1, 9):
+            _dropout_stream(t)
+            s.step()
+        masks.append(get_masks(s.model))
+    assert any(not torch.equal(masks[0][k], masks[1][k]) for k in masks[0])
 
 
 def test_paper_preset_mlm_is_at_the_target_sparsity_after_step_1(tok, blocks):
@@ -219,6 +346,86 @@ def test_paper_preset_mlm_is_at_the_target_sparsity_after_step_1(tok, blocks):
     for name, m in get_masks(s.model).items():
         assert m.numel() - int(m.sum()) == math.floor(0.7 * m.numel()), name
     assert abs(_sparsity(get_masks(s.model)) - 0.7) < 1e-3
+
+
+def _reference_mask_tokens(inputs: torch.Tensor, *, cls_id: int, sep_id: int, pad_id: int, mask_id: int,
+                           vocab: int, mlm_probability: float = 0.15, generator=None):
+    """The reference's ``DataCollatorForLanguageModeling.mask_tokens`` (mask_training/hg_transformers/data/
+    data_collator.py), restated: p = mlm_probability except at its BERT tokenizer's special tokens
+    (``get_special_tokens_mask(already_has_special_tokens=True)``: [CLS] and [SEP] only) and padding;
+    of the chosen, bernoulli(0.8) -> [MASK], of the rest bernoulli(0.5) -> a random id in [0, len(tokenizer)),
+    the others kept."""
+    inputs, labels = inputs.clone(), inputs.clone()
+    prob = torch.full(labels.shape, mlm_probability)
+    prob.masked_fill_((labels == cls_id) | (labels == sep_id), 0.0)
+    prob.masked_fill_(labels == pad_id, 0.0)
+    masked = torch.bernoulli(prob, generator=generator).bool()
+    labels[~masked] = -100
+    replaced = torch.bernoulli(torch.full(labels.shape, 0.8), generator=generator).bool() & masked
+    inputs[replaced] = mask_id
+    rnd = torch.bernoulli(torch.full(labels.shape, 0.5), generator=generator).bool() & masked & ~replaced
+    words = torch.randint(vocab, labels.shape, dtype=torch.long, generator=generator)
+    inputs[rnd] = words[rnd]
+    return inputs, labels
+
+
+def _masking_stats(ids, masked_ids, labels, counted) -> dict:
+    sel = labels != -100
+    n = int(counted.sum())
+    chosen = sel & counted
+    k = int(chosen.sum())
+    to_mask = int((chosen & (masked_ids == 4)).sum())
+    changed = int((chosen & (masked_ids != 4) & (masked_ids != ids)).sum())
+    return dict(n=n, p=k / n, mask=to_mask / k, random=changed / k, kept=(k - to_mask - changed) / k)
+
+
+def test_mlm_masking_matches_the_reference_collator_on_real_text(tok, tmp_path):
+    """The step tests feed tamt's MLM batches to both sides, so they cannot see tamt's masking itself.  Here
+    the batches the paper preset's Searcher draws from real text (the embedded Wikipedia summaries, through
+    tamt's block pipeline) are compared in distribution with the reference collator restated above, applied
+    to the same unmasked blocks: 15 % of the tokens chosen, 80 % of those [MASK], 10 % random, 10 % kept,
+    labels the original ids, [CLS] / [SEP] never chosen.  (tamt also never chooses [UNK] or [MASK] ids
+    occurring in the text, which the reference's BERT tokenizer does not count as special: those are left out
+    of the rates; README "Paper fidelity".)"""
+    pytest.importorskip("datasets")
+    from tamt.data.corpus import load_corpus, load_raw_corpus
+
+    raw = load_raw_corpus("default")["train"]
+    text = tmp_path / "wiki.txt"
+    text.write_text("\n".join(raw[i]["text"] for i in range(300)) + "\n")
+    blocks = load_corpus(text, tokenizer=tok, block_size=64, validation_fraction=0.0, cache_dir=False)
+    blocks["validation"] = blocks["train"]
+    ctx = prepare(_tiny_dense(), blocks, tokenizer=tok)
+    cfg = build_config("tamt-mlm", 0.5, steps=10, preset="paper", **{**SMALL, "block_size": 64, "batch_size": 16})
+    s = Searcher(ctx, cfg, sparsity=0.5)
+    assert cfg.resolved().mlm_probability == 0.15
+    got = [s.next_batch() for _ in range(40)]
+    ids = torch.cat([b["input_ids"] for b in got]).cpu()
+    t_ids = torch.cat([b["masked_ids"] for b in got]).cpu()
+    t_lab = torch.cat([b["labels"] for b in got]).cpu()
+    gen = torch.Generator().manual_seed(0)
+    r_ids, r_lab = _reference_mask_tokens(ids, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id,
+                                          pad_id=tok.pad_token_id, mask_id=tok.mask_token_id, vocab=len(tok),
+                                          generator=gen)
+    assert ctx.vocab_size == len(tok) and tok.mask_token_id == 4
+    special = (ids == tok.cls_token_id) | (ids == tok.sep_token_id) | (ids == tok.pad_token_id)
+    assert int(special.sum()) == 2 * len(ids)  # full blocks: [CLS] ... [SEP]
+    for m_ids, lab in ((t_ids, t_lab), (r_ids, r_lab)):
+        assert not (lab != -100)[special].any() and torch.equal(m_ids[special], ids[special])
+        sel = lab != -100
+        assert torch.equal(lab[sel], ids[sel])  # labels: the original ids
+        assert torch.equal(m_ids[~sel], ids[~sel])  # nothing outside the chosen tokens changes
+    counted = ~special & (ids != tok.unk_token_id) & (ids != tok.mask_token_id)
+    assert int(counted.sum()) > 0.9 * ids.numel()  # real text: [UNK] stays rare
+    t, r = _masking_stats(ids, t_ids, t_lab, counted), _masking_stats(ids, r_ids, r_lab, counted)
+    n = t["n"]  # ~40k tokens: sd of the rate 0.0018, of the 80/10/10 split <= 0.006
+    sd_p = math.sqrt(0.15 * 0.85 / n)
+    sd_k = math.sqrt(0.8 * 0.2 / (0.15 * n))
+    for side in (t, r):
+        assert abs(side["p"] - 0.15) < 5 * sd_p, (side, "reference" if side is r else "tamt")
+        assert abs(side["mask"] - 0.8) < 5 * sd_k and abs(side["random"] - 0.1) < 5 * sd_k
+        assert abs(side["kept"] - 0.1) < 5 * sd_k + 1 / len(tok)  # a random id may equal the original
+    assert abs(t["p"] - r["p"]) < 5 * math.sqrt(2) * sd_p
 
 
 # ---------------------------------------------------------------------------
@@ -239,37 +446,68 @@ def _kd_corpus(tmp_path, n_docs=40, seed=3):
     return p
 
 
-def test_tamt_kd_paper_preset_equals_the_reference_step_by_step(tok, blocks, tmp_path):
-    from tamt.data.corpus import load_kd_sequences
+class _NormLog:
+    """The per-tensor gradient norms the reference's BertAdam saw (before its clip), step by step."""
 
+    def __init__(self, opt: HandBertAdam):
+        self.steps, inner = [], opt.step
+
+        def step(lr):
+            self.steps.append([float(p.grad.norm()) for p in opt.params if p.grad is not None])
+            inner(lr)
+
+        opt.step = step
+
+
+def test_the_data_without_datasets_is_the_same(tok, tmp_path):
+    """The plain-table fallback of the step tests (the GPU machine may lack datasets) gives tamt's rows."""
+    pytest.importorskip("datasets")
+    path = _kd_corpus(tmp_path)
+    a, b = _kd_rows(path, tok), _kd_rows(path, tok, via_datasets=False)
+    assert len(a) == len(b) and a[list(range(len(a)))] == b[list(range(len(b)))]
+
+
+@pytest.mark.parametrize("loss_scale", [1.0, 1000.0], ids=["paper-loss", "clip-binds"])
+def test_tamt_kd_paper_preset_equals_the_reference_step_by_step(tok, blocks, tmp_path, loss_scale):
+    """TAMT-KD next to train_kd.py restated.  ``clip-binds``: the KD loss scaled by 1000 on both sides
+    (tamt's ``kd_weight``), so that BertAdam's per-tensor clip to norm 1 binds for some score tensors and
+    not for others (the tiny model's cosine-loss gradients are all far below 1: the paper-loss case never
+    clips, and a global clip would pass it); a global clip would then shrink the small tensors' gradients
+    too and the masks would part."""
     dense = _tiny_dense()
     ctx = prepare(dense, blocks, tokenizer=tok)
-    ctx.kd_train = load_kd_sequences(_kd_corpus(tmp_path), tokenizer=tok, max_seq_len=32, cache_dir=False)
+    ctx.kd_train = _kd_rows(_kd_corpus(tmp_path), tok)
     per_epoch = len(ctx.kd_train) // 8
     steps, lr, reset = per_epoch + 4, 1.5e-3, 4
     assert 3 <= per_epoch <= 6, per_epoch  # so the run crosses an epoch end
-    cfg = build_config("tamt-kd", 0.7, steps=steps, preset="paper", lr=lr, reset_interval=reset, **SMALL)
+    cfg = build_config("tamt-kd", 0.7, steps=steps, preset="paper", lr=lr, reset_interval=reset,
+                       kd_weight=loss_scale, **SMALL)
     s = Searcher(ctx, cfg, sparsity=0.7)
+    dev = s.device
+    modes = _student_modes(s)
 
-    student = copy.deepcopy(ctx.model.bert)
-    teacher = copy.deepcopy(ctx.model.bert).train()  # train_kd.py never calls teacher.eval()
+    student = copy.deepcopy(ctx.model.bert).to(dev).train()
+    teacher = copy.deepcopy(ctx.model.bert).to(dev).train()  # train_kd.py never calls teacher.eval()
     mods = _patch_reference(student, 0.7)
     opt = HandBertAdam([m.scores for m in mods.values()])
+    norms = _NormLog(opt)
     _assert_same_masks(0, get_masks(s.model), {k: m.mask() for k, m in mods.items()})
     traj_t, traj_r, padded, segment_b = [], [], 0, 0
     for t in range(1, steps + 1):
+        _dropout_stream(t)
         s.step()
         b = s.last_batch
         padded += int((b["attention_mask"] == 0).sum())
         segment_b += int(b["token_type_ids"].sum())
         kw = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"],
                   output_hidden_states=True)
+        _dropout_stream(t)
         hs = student(**kw).hidden_states[1:]
         with torch.no_grad():
             ht = teacher(**kw).hidden_states[1:]
         # CosineLoss over all B*T positions (padding included), mean over layers 1..L
         loss = sum((1 - F.cosine_similarity(a, c, dim=-1)).mean() for a, c in zip(hs, ht)) / len(hs)
-        loss.backward()
+        (loss * loss_scale).backward()
         opt.step(lr * (1 - (t - 1) / steps))  # BertAdam's warmup_linear with warm-up 0
         # train_kd.py: reset after step 1, when (step + 1) % eval_step == 0, and at every epoch end
         _reset_and_compare(t, s, mods, t == 1 or (t + 1) % reset == 0 or t % per_epoch == 0, traj_t, traj_r)
@@ -277,6 +515,11 @@ def test_tamt_kd_paper_preset_equals_the_reference_step_by_step(tok, blocks, tmp
     assert padded > 0  # the KD sequences are padded: kd_positions='all' was exercised
     assert segment_b > 0  # some sequences have a B segment (token type 1)
     assert len(set(round(x, 6) for x in traj_t)) > 2
+    assert modes and all(modes)
+    if loss_scale == 1.0:
+        assert max(max(n) for n in norms.steps) < 1.0
+    else:  # the per-tensor clip bound: some tensors above norm 1, others below, in one step (so global clip differs)
+        assert any(max(n) > 1.0 and min(x for x in n if x > 0) < 1.0 for n in norms.steps)
 
 
 # ---------------------------------------------------------------------------
@@ -293,7 +536,8 @@ def test_imp_paper_preset_equals_the_reference_step_by_step(tok, blocks):
     s = Searcher(ctx, cfg)
     assert s.total_steps == 2 * interval  # rounds at steps 0, 3, 6 (levels 0.1, 0.2, 0.3)
 
-    ref = copy.deepcopy(ctx.model).train()
+    dev = s.device
+    ref = copy.deepcopy(ctx.model).to(dev).train()
     for p in ref.parameters():
         p.requires_grad_(True)
     names = _targets(ref.bert)
@@ -314,8 +558,10 @@ def test_imp_paper_preset_equals_the_reference_step_by_step(tok, blocks):
     _assert_same_masks(0, get_masks(s.model), ref_masks())
     traj = []
     for t in range(1, s.total_steps + 1):
+        _dropout_stream(t)
         s.step()
         b = s.last_batch
+        _dropout_stream(t)
         logits = ref(input_ids=b["masked_ids"], attention_mask=b["attention_mask"]).logits
         F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b["labels"].reshape(-1)).backward()
         torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
@@ -332,7 +578,7 @@ def test_imp_paper_preset_equals_the_reference_step_by_step(tok, blocks):
         traj.append(_sparsity(get_masks(s.model)))
     assert traj == sorted(traj) and traj[-1] == pytest.approx(0.3, abs=2e-3)
     # the later rounds followed the trained magnitudes (the test would not notice a wrong rewind otherwise)
-    omp = prune.l1_unstructured(copy.deepcopy(dense.bert.encoder.layer[0].attention.self.query), "weight",
+    omp = prune.l1_unstructured(copy.deepcopy(dense.bert.encoder.layer[0].attention.self.query).to(dev), "weight",
                                 amount=0.3).weight_mask.bool()
     assert not torch.equal(omp, get_masks(s.model)["encoder.layer.0.attention.self.query.weight"])
 
@@ -368,11 +614,14 @@ def test_paper_preset_values():
     assert common["amp"] == "none" and common["threshold_mode"] == "paper" and common["initial_threshold"] == "t0"
     assert common["tie_break"] is False and common["block_size"] == 512 and common["batch_size"] == 16
     assert common["epochs"] == 2.0 and common["score_init"] == "omp"
+    assert common["dropout"] is True  # the reference trains the student in train mode: its dropout is on
 
     def resolved(method):
         return build_config(method, [0.7], preset="paper").resolved()
 
     mlm, kd, mlmkd, imp = (resolved(m) for m in ("tamt-mlm", "tamt-kd", "tamt-mlm-kd", "imp"))
+    assert all(c.dropout is True and c.mlm_probability == 0.15 for c in (mlm, kd, mlmkd, imp))
+    assert mlmkd.mlm_weight == 1.0 and mlmkd.kd_weight == 1.0  # train_mlm.py: loss = MLM + KD, unweighted
     assert (mlm.optimizer, mlm.lr, mlm.weight_decay, mlm.adam_eps, mlm.grad_clip, mlm.reset_interval,
             mlm.reset_offset, mlm.reset_steps, mlm.reset_at_epoch_end) == ("adamw-hf", 5e-5, 0.0, 1e-8, 1.0, 1000,
                                                                            0, (), False)
@@ -400,10 +649,8 @@ def _hooked_teacher(ctx, seen):
 
 
 def test_teacher_dropout_follows_the_option_and_evaluation_stays_in_eval_mode(tok, blocks, tmp_path):
-    from tamt.data.corpus import load_kd_sequences
-
     ctx = prepare(_tiny_dense(), blocks, tokenizer=tok)
-    ctx.kd_train = load_kd_sequences(_kd_corpus(tmp_path), tokenizer=tok, max_seq_len=32, cache_dir=False)
+    ctx.kd_train = _kd_rows(_kd_corpus(tmp_path), tok)
     seen = []
     h = _hooked_teacher(ctx, seen)
     try:
@@ -452,7 +699,7 @@ def test_mlm_kd_teacher_sees_the_mlm_masked_input(tok, blocks):
 
 
 def test_stop_at_keeps_the_full_runs_schedule(tok, blocks):
-    ctx = prepare(_tiny_dense(), blocks, tokenizer=tok)
+    ctx = prepare(_tiny_dense(0.0), blocks, tokenizer=tok)  # (two runs, two dropout streams: the schedule is tested)
     full = Searcher(ctx, build_config("tamt-mlm", 0.5, steps=10, lr=1e-2, **SMALL), sparsity=0.5)
     part = Searcher(ctx, build_config("tamt-mlm", 0.5, steps=10, lr=1e-2, stop_at=4, **SMALL), sparsity=0.5)
     assert (full.total_steps, part.total_steps) == (10, 4)
